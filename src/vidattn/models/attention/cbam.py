@@ -1,0 +1,36 @@
+"""CBAM, the convolutional block attention module (Woo et al., ECCV 2018), applied frame by frame.
+
+Channel gate: global avg- and max-pooled descriptors through one shared MLP (C -> C/r -> C, with biases),
+summed, sigmoid, multiply. Spatial gate: channel-wise [max, mean] maps, 7x7 conv (no bias), BatchNorm,
+sigmoid, multiply. Channel gate first. The W3 paper's Table 6 baseline "TSM+CBAM".
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class CBAM(nn.Module):
+    """CBAM on `(N*T, C, H, W)` (or any `(B, C, *spatial)` 2D map); time plays no part."""
+
+    def __init__(self, channels: int, num_segments: int | None = None, reduction: int = 16,
+                 spatial_kernel: int = 7) -> None:
+        super().__init__()
+        hidden = max(channels // reduction, 1)
+        self.channel_mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+        self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
+        self.spatial_bn = nn.BatchNorm2d(1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.forward_with_maps(x)[0]
+
+    def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Attend `x`; also return the masks "channel" (B, C) and "spatial" (B, H, W)."""
+        m_c = torch.sigmoid(self.channel_mlp(x.mean(dim=(2, 3))) + self.channel_mlp(x.amax(dim=(2, 3))))
+        f_c = x * m_c[:, :, None, None]
+        pooled = torch.cat((f_c.amax(dim=1, keepdim=True), f_c.mean(dim=1, keepdim=True)), dim=1)
+        m_s = torch.sigmoid(self.spatial_bn(self.spatial_conv(pooled)))
+        return f_c * m_s, {"channel": m_c, "spatial": m_s.squeeze(1)}

@@ -1,0 +1,77 @@
+"""The UCF-101 paper's models (Shrestha et al., "3D Convolutional with Attention for Action Recognition",
+Sec. 2, Fig. 1): "3D-ConvNet + Attention" and its baseline "3D-ConvNet" (the same model without the gate).
+
+16 RGB frames of 112x112 -> one 3D conv with 64 channels + ReLU -> features F; attention: a sigmoid gate
+computed from F, multiplied elementwise with F; 3D average pooling; fully connected layers with ReLU and
+dropout 0.25; a classifier over the 101 classes. Trained from scratch (no pre-training).
+Open choices (docs/models.md): conv kernel 3x3x3, gate = sigmoid of a 1x1x1 conv of F, pooling to
+4x14x14 (average pooling 4x8x8 at 16x112x112), one hidden FC layer of 512.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from vidattn.models.heads import ClassifierHead
+from vidattn.models.recognizer import Logits, VideoOutput
+
+
+class C3DAttention(nn.Module):
+    """3D-ConvNet (+ Attention when `attention=True`) of the UCF-101 paper.
+
+    Args:
+        gate: "conv" (sigmoid of a learned 1x1x1 conv of the features) or "self" (sigmoid of the features
+            themselves, parameter-free).
+        pool_output: (T, H, W) size after the 3D average pooling (adaptive, so other input sizes work).
+        hidden: widths of the fully connected layers before the classifier.
+    """
+
+    def __init__(self, num_classes: int | Sequence[int] = 101, num_segments: int = 16, attention: bool = True,
+                 channels: int = 64, kernel_size: int = 3, gate: str = "conv",
+                 pool_output: Sequence[int] = (4, 14, 14), hidden: Sequence[int] = (512,),
+                 dropout: float = 0.25) -> None:
+        super().__init__()
+        if gate not in ("conv", "self"):
+            raise ValueError(f"gate must be 'conv' or 'self', not {gate!r}")
+        self.num_segments = num_segments
+        self.conv = nn.Conv3d(3, channels, kernel_size, padding=kernel_size // 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.gate = (nn.Conv3d(channels, channels, 1) if gate == "conv" else nn.Identity()) if attention else None
+        self.pool = nn.AdaptiveAvgPool3d(tuple(pool_output))
+        layers: list[nn.Module] = []
+        width = channels * int(torch.tensor(pool_output).prod())
+        for h in hidden:
+            layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            width = h
+        self.fc = nn.Sequential(nn.Flatten(1), *layers)
+        self.num_features = width
+        self.head = ClassifierHead(width, num_classes, dropout=0.0, init_std=0.01)
+
+    def forward(self, x: Tensor, return_all: bool = False) -> Logits | VideoOutput:
+        out = self.forward_features(x, keep_maps=return_all)
+        logits = self.forward_head(out.features)
+        if return_all:
+            out.logits = logits
+            return out
+        return logits
+
+    def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected a clip batch (B, 3, T, H, W), got shape {tuple(x.shape)}")
+        f = self.relu(self.conv(x))
+        maps: dict[str, dict[str, Tensor]] = {}
+        if self.gate is not None:
+            g = torch.sigmoid(self.gate(f))
+            f = f * g
+            if keep_maps:
+                maps["gate"] = {"spatial": g.mean(dim=1)}  # (B, T, H, W), averaged over channels
+        return VideoOutput(logits=(), features=f, attention=maps)
+
+    def forward_head(self, features: Tensor) -> Logits:
+        return self.head(self.fc(self.pool(features)))
+
+    def reset_classifier(self, num_classes: int | Sequence[int], dropout: float | None = None) -> None:
+        self.head = ClassifierHead(self.num_features, num_classes, dropout=0.0, init_std=0.01)

@@ -1,0 +1,46 @@
+"""Temporal Shift Module (Lin et al., "TSM: Temporal Shift Module for Efficient Video Understanding", ICCV 2019).
+
+On a `(N*T, C, H, W)` map viewed as `(N, T, C, H, W)`, with `fold = C // fold_div`: channels `[0, fold)` of
+frame t take frame t+1's values, channels `[fold, 2*fold)` take frame t-1's, the rest are unchanged;
+missing neighbours at the clip ends are zeros. No parameters, no multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
+    """Shift 1/fold_div of the channels one frame back and 1/fold_div one frame forward in time.
+
+    Writes each output element exactly once (no zero-filled full tensor), keeps `x`'s memory format.
+    """
+    nt, c = x.shape[:2]
+    if nt % num_segments:
+        raise ValueError(f"temporal_shift: batch {nt} is not a multiple of num_segments={num_segments}")
+    fold = c // fold_div
+    src = x.view(nt // num_segments, num_segments, *x.shape[1:])
+    out = torch.empty_like(x)
+    dst = out.view_as(src)
+    dst[:, :-1, :fold] = src[:, 1:, :fold]  # frame t sees t+1 ("shift left")
+    dst[:, -1, :fold] = 0
+    dst[:, 1:, fold : 2 * fold] = src[:, :-1, fold : 2 * fold]  # frame t sees t-1 ("shift right")
+    dst[:, 0, fold : 2 * fold] = 0
+    dst[:, :, 2 * fold :] = src[:, :, 2 * fold :]
+    return out
+
+
+class TemporalShift(nn.Module):
+    """`temporal_shift` as a module for a residual block's `temporal` slot."""
+
+    def __init__(self, channels: int, num_segments: int, fold_div: int = 8) -> None:
+        super().__init__()
+        self.num_segments = num_segments
+        self.fold_div = fold_div
+
+    def forward(self, x: Tensor) -> Tensor:
+        return temporal_shift(x, self.num_segments, self.fold_div)
+
+    def extra_repr(self) -> str:
+        return f"num_segments={self.num_segments}, fold_div={self.fold_div}"
