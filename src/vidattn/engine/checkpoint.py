@@ -1,0 +1,223 @@
+"""Run-directory checkpoints: atomic writes, bit-for-bit resume, safetensors weight export.
+
+A run directory holds
+
+- ``checkpoint.pt``: the training state after the last finished epoch (model, optimizer, grad scaler,
+  epoch, optimizer step, best metric, RNG states of Python/NumPy/torch). Only tensors and primitive
+  containers are stored, so it loads with ``torch.load(weights_only=True)`` and never unpickles code.
+- ``model_last.safetensors`` / ``model_best.safetensors``: weights with the model's ``vidattn_config``
+  in the metadata (rebuildable with ``vidattn.models.build_from_weights``).
+- ``config.yaml``, ``run.json``, ``metrics.csv``, ``curves.png`` (see ``engine/run_log.py``).
+
+Every write goes to a temporary file in the same directory followed by ``os.replace``: a run killed
+at any moment leaves either the old or the new file, never a torn one. A model with non-finite
+parameters is never written over a good checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT",
+    "LAST_WEIGHTS",
+    "BEST_WEIGHTS",
+    "CONFIG_FILE",
+    "atomic_write",
+    "atomic_write_text",
+    "unwrap",
+    "all_finite",
+    "capture_rng_state",
+    "restore_rng_state",
+    "save_training_state",
+    "load_training_state",
+    "export_weights",
+    "find_weights",
+]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+LAST_WEIGHTS = "model_last.safetensors"
+BEST_WEIGHTS = "model_best.safetensors"
+CONFIG_FILE = "config.yaml"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)`` then atomically move the temporary file onto ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Atomically write a text file."""
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def all_finite(model: nn.Module) -> bool:
+    """True if every parameter and buffer of ``model`` is finite."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t.is_floating_point())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# RNG states as weights_only-loadable values
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU + CUDA) generator states as tensors and primitive containers."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [
+            np_name,
+            torch.from_numpy(np_keys.astype(np.int64)),
+            int(np_pos),
+            int(np_has_gauss),
+            float(np_gauss),
+        ],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`capture_rng_state`."""
+    py_version, py_state, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_state), py_gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training state
+
+
+def save_training_state(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+    step: int,
+    best: dict[str, Any] | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    config: dict[str, Any] | None = None,
+) -> bool:
+    """Atomically write the resumable state after ``epoch`` epochs (1-based count of finished epochs).
+
+    Returns False (and keeps the previous file) if the model has non-finite values.
+    """
+    model = unwrap(model)
+    if not all_finite(model):
+        logger.error("model has non-finite parameters: keeping the previous checkpoint %s", path)
+        return False
+    state = {
+        "format": "vidattn-train-state/1",
+        "epoch": int(epoch),
+        "step": int(step),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
+        "best": best or {},
+        "rng": capture_rng_state(),
+        # the config travels as JSON text so that any value type survives weights_only loading
+        "config_json": json.dumps(config) if config is not None else None,
+    }
+    atomic_write(path, lambda p: torch.save(state, p))
+    return True
+
+
+def load_training_state(path: str | Path) -> dict[str, Any]:
+    """Load a ``checkpoint.pt`` safely (``weights_only=True``); ``config`` is decoded back to a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no training checkpoint here (expected a run dir's {CHECKPOINT})")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises several types for torn / foreign files
+        raise ValueError(
+            f"{path}: not a readable vidattn training checkpoint ({type(err).__name__})"
+        ) from err
+    if not isinstance(state, dict) or state.get("format") != "vidattn-train-state/1":
+        raise ValueError(f"{path}: not a vidattn training checkpoint (missing format tag)")
+    config_json = state.pop("config_json", None)
+    state["config"] = json.loads(config_json) if config_json else None
+    return state
+
+
+def export_weights(model: nn.Module, path: str | Path) -> Path | None:
+    """Atomically write the model's weights as safetensors (with its ``vidattn_config``), if finite."""
+    model = unwrap(model)
+    if not all_finite(model):
+        logger.error("model has non-finite parameters: not exporting %s", path)
+        return None
+    return atomic_write(path, lambda p: _save_safetensors(model, p))
+
+
+def _save_safetensors(model: nn.Module, path: Path) -> None:
+    try:
+        from vidattn.models.compat import save_weights
+    except ImportError:  # models package without the compat module: plain safetensors
+        save_weights = None
+    if save_weights is not None:
+        save_weights(model, path)
+        return
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"vidattn_config": json.dumps(getattr(model, "vidattn_config", {}))}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def find_weights(run_or_file: str | Path, prefer: str = "best") -> Path:
+    """Weights file of a run directory (``model_best`` then ``model_last``), or the file itself."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such run directory or weights file")
+    order = [BEST_WEIGHTS, LAST_WEIGHTS] if prefer == "best" else [LAST_WEIGHTS, BEST_WEIGHTS]
+    for name in order:
+        if (p / name).is_file():
+            return p / name
+    raise FileNotFoundError(f"{p}: run directory has neither {BEST_WEIGHTS} nor {LAST_WEIGHTS}")

@@ -1,0 +1,88 @@
+"""Atomic writes, weights_only-loadable state, RNG round trip, non-finite protection."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidattn.engine.checkpoint import (
+    atomic_write_text,
+    capture_rng_state,
+    export_weights,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+)
+
+
+def test_atomic_write_keeps_old_file_on_failure(tmp_path):
+    path = atomic_write_text(tmp_path / "f.txt", "good")
+
+    def broken(p):
+        p.write_text("half")
+        raise RuntimeError("killed")
+
+    from vidattn.engine.checkpoint import atomic_write
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, broken)
+    assert path.read_text() == "good"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.txt"]  # no temp file left behind
+
+
+def test_rng_round_trip():
+    state = capture_rng_state()
+    a = (random.random(), np.random.rand(), torch.rand(1).item())
+    restore_rng_state(state)
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == a
+
+
+def test_training_state_loads_with_weights_only(tmp_path):
+    model = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    path = tmp_path / "checkpoint.pt"
+    assert save_training_state(
+        path,
+        model=model,
+        optimizer=opt,
+        epoch=3,
+        step=30,
+        best={"metric": "val_top1", "value": 50.0, "epoch": 2},
+        config={"a": [1, 2]},
+    )
+    raw = torch.load(path, weights_only=True)  # must not need any pickled class
+    assert raw["epoch"] == 3
+    state = load_training_state(path)
+    assert state["config"] == {"a": [1, 2]} and state["best"]["value"] == 50.0
+    fresh = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+    fresh.load_state_dict(state["model"])
+    assert torch.equal(fresh[0].weight, model[0].weight)
+
+
+def test_non_finite_model_never_overwrites(tmp_path):
+    model = nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "checkpoint.pt"
+    save_training_state(path, model=model, optimizer=opt, epoch=1, step=1)
+    weights = export_weights(model, tmp_path / "w.safetensors")
+    before = (path.read_bytes(), weights.read_bytes())
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    assert not save_training_state(path, model=model, optimizer=opt, epoch=2, step=2)
+    assert export_weights(model, tmp_path / "w.safetensors") is None
+    assert (path.read_bytes(), weights.read_bytes()) == before
+
+
+def test_load_rejects_foreign_and_torn_files(tmp_path):
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="not a vidattn training checkpoint"):
+        load_training_state(tmp_path / "foreign.pt")
+    (tmp_path / "torn.pt").write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(ValueError, match="torn.pt"):
+        load_training_state(tmp_path / "torn.pt")
+    with pytest.raises(FileNotFoundError):
+        load_training_state(tmp_path / "none.pt")

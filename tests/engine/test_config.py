@@ -1,0 +1,107 @@
+"""Config loading: types, unknown keys, base recipes, overrides, round trip."""
+
+import pytest
+import yaml
+
+from vidattn.config import Config, ConfigError, config_from_dict, config_to_dict, load_config
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_load_defaults_and_name_from_file(tmp_path):
+    cfg = load_config(write(tmp_path / "my_recipe.yaml", {"optim": {"lr": 0.1}}))
+    assert isinstance(cfg, Config)
+    assert cfg.name == "my_recipe"
+    assert cfg.optim.lr == 0.1
+    assert cfg.optim.milestones == [20, 40]
+
+
+def test_int_is_accepted_for_float_but_not_bool(tmp_path):
+    assert load_config(write(tmp_path / "a.yaml", {"optim": {"lr": 1}})).optim.lr == 1.0
+    with pytest.raises(ConfigError, match=r"a\.yaml.*'optim\.lr'.*number"):
+        load_config(write(tmp_path / "a.yaml", {"optim": {"lr": True}}))
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write(tmp_path / "bad.yaml", {"optim": {"lrr": 0.1}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert "bad.yaml" in msg and "'optim.lrr'" in msg and "\n" not in msg
+
+
+def test_wrong_type_and_literal(tmp_path):
+    with pytest.raises(ConfigError, match="'train.epochs' expects an integer"):
+        load_config(write(tmp_path / "a.yaml", {"train": {"epochs": "ten"}}))
+    with pytest.raises(ConfigError, match="'optim.schedule' must be one of"):
+        load_config(write(tmp_path / "a.yaml", {"optim": {"schedule": "linear"}}))
+    with pytest.raises(ConfigError, match="'data.num_classes'"):
+        load_config(write(tmp_path / "a.yaml", {"data": {"num_classes": "ten"}}))
+
+
+def test_base_merge_and_error_points_at_the_base_file(tmp_path):
+    write(
+        tmp_path / "base.yaml",
+        {"name": "base", "optim": {"lr": 0.01, "momentum": 0.9}, "model": {"options": {"dropout": 0.5}}},
+    )
+    child = write(
+        tmp_path / "child.yaml",
+        {"base": "base.yaml", "optim": {"lr": 0.02}, "model": {"options": {"afr": True}}},
+    )
+    cfg = load_config(child)
+    assert cfg.name == "child"
+    assert cfg.optim.lr == 0.02 and cfg.optim.momentum == 0.9
+    assert cfg.model.options == {"dropout": 0.5, "afr": True}
+    write(tmp_path / "base.yaml", {"train": {"epochs": 1.5}})
+    with pytest.raises(ConfigError, match=r"base\.yaml.*'train\.epochs'"):
+        load_config(child)
+
+
+def test_base_of_base_is_refused(tmp_path):
+    write(tmp_path / "root.yaml", {})
+    write(tmp_path / "mid.yaml", {"base": "root.yaml"})
+    with pytest.raises(ConfigError, match="one level"):
+        load_config(write(tmp_path / "leaf.yaml", {"base": "mid.yaml"}))
+
+
+def test_overrides_are_yaml_values(tmp_path):
+    path = write(tmp_path / "a.yaml", {})
+    cfg = load_config(
+        path,
+        [
+            "optim.lr=0.5",
+            "optim.milestones=[3, 7]",
+            "distill.teacher=runs/x",
+            "data.num_classes=[125, 331]",
+            "train.grad_clip=null",
+        ],
+    )
+    assert cfg.optim.lr == 0.5 and cfg.optim.milestones == [3, 7]
+    assert cfg.distill.teacher == "runs/x" and cfg.data.num_classes == [125, 331]
+    assert cfg.train.grad_clip is None
+    with pytest.raises(ConfigError, match="override 'optim.nope=1'.*unknown key 'optim.nope'"):
+        load_config(path, ["optim.nope=1"])
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(path, ["optim.lr"])
+
+
+def test_invalid_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("optim: [unclosed\n")
+    with pytest.raises(ConfigError, match="broken.yaml.*invalid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "missing.yaml")
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(unsafe)
+
+
+def test_round_trip(tmp_path):
+    cfg = load_config(write(tmp_path / "a.yaml", {"data": {"num_classes": [3, 4]}}), ["eval.crops=10"])
+    again = config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
+    assert again == cfg
