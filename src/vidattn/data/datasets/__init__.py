@@ -1,0 +1,28 @@
+"""Datasets in their published on-disk formats, one file each, and a name -> class registry."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from vidattn.data.datasets.base import ClipDataset, VideoRecord
+from vidattn.data.datasets.list_dataset import ListDataset
+from vidattn.data.datasets.synth_actions import SynthActions
+
+__all__ = ["ClipDataset", "VideoRecord", "ListDataset", "SynthActions", "DATASETS", "build_dataset"]
+
+DATASETS: dict[str, type[ClipDataset]] = {
+    "list": ListDataset,
+    "synth_actions": SynthActions,
+}
+
+
+def build_dataset(name: str, root: str | os.PathLike, split: str = "train", **kw: Any) -> ClipDataset:
+    """Dataset by config name: ``build_dataset("sthv1", "/data/sthv1", "val", num_frames=8)``.
+
+    Names: ``ucf101``, ``sthv1``, ``sthv2``, ``egogesture``, ``epic55``, ``epic100``, ``list``,
+    ``synth_actions``. ``kw`` go to the dataset class (and on to :class:`ClipDataset`).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    return DATASETS[name](root, split, **kw)
