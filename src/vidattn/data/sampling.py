@@ -12,8 +12,8 @@ Conventions (TSN/TSM, Wang et al. 2016 / Lin et al. 2019, official TSM code; the
 - Consecutive (UCF-101 3D-CNN paper): ``T`` consecutive frames from a random start (temporal jitter).
 
 Short videos, always deterministic:
-- TSN (``F < T``): frames are repeated in order, ``floor(i*F/T)`` (the official code uses all zeros for
-  training, which discards the order; repeating in order keeps it).
+- TSN (``F < T``): frames are repeated in order: training takes ``floor(i*F/T)`` (the official code uses
+  all zeros, which discards the order), testing keeps the centre formula (which repeats frames in order).
 - Dense and consecutive (``F`` smaller than the window): the start is 0 and indices wrap around
   (``% F``), i.e. the video loops, as in TSM's and mmaction2's dense samplers.
 """
