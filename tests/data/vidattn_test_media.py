@@ -42,6 +42,7 @@ def encode(
     """Write ``frames`` (T,H,W,3 uint8) with PyAV in the given format; ``pts`` gives VFR timestamps."""
     suffix, codec, pix_fmt, options = FORMATS[fmt]
     path = Path(path).with_suffix(suffix)
+    path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as out:
         stream = out.add_stream(codec, rate=fps, options=dict(options))
         stream.width, stream.height = frames.shape[2], frames.shape[1]

@@ -4,7 +4,20 @@ Importing this package never imports the models.
 """
 
 from vidattn.data.collate import collate_clips
-from vidattn.data.datasets import DATASETS, ClipDataset, ListDataset, SynthActions, VideoRecord, build_dataset
+from vidattn.data.datasets import (
+    DATASETS,
+    UCF101,
+    ClipDataset,
+    EgoGesture,
+    EpicKitchens55,
+    EpicKitchens100,
+    ListDataset,
+    SomethingSomethingV1,
+    SomethingSomethingV2,
+    SynthActions,
+    VideoRecord,
+    build_dataset,
+)
 from vidattn.data.sampling import ClipSampler, build_sampler
 from vidattn.data.synthetic import SynthConfig, generate_synth_actions, reversal_pair_accuracy
 from vidattn.data.transforms import ClipTransform, build_test_transform, build_train_transform, flip_label_map
@@ -23,6 +36,12 @@ __all__ = [
     "ClipDataset",
     "VideoRecord",
     "ListDataset",
+    "UCF101",
+    "SomethingSomethingV1",
+    "SomethingSomethingV2",
+    "EgoGesture",
+    "EpicKitchens55",
+    "EpicKitchens100",
     "SynthActions",
     "DATASETS",
     "build_dataset",

@@ -6,12 +6,36 @@ import os
 from typing import Any
 
 from vidattn.data.datasets.base import ClipDataset, VideoRecord
+from vidattn.data.datasets.egogesture import EgoGesture
+from vidattn.data.datasets.epic_kitchens import EpicKitchens55, EpicKitchens100
 from vidattn.data.datasets.list_dataset import ListDataset
+from vidattn.data.datasets.sthv1 import SomethingSomethingV1
+from vidattn.data.datasets.sthv2 import SomethingSomethingV2
 from vidattn.data.datasets.synth_actions import SynthActions
+from vidattn.data.datasets.ucf101 import UCF101
 
-__all__ = ["ClipDataset", "VideoRecord", "ListDataset", "SynthActions", "DATASETS", "build_dataset"]
+__all__ = [
+    "ClipDataset",
+    "VideoRecord",
+    "UCF101",
+    "SomethingSomethingV1",
+    "SomethingSomethingV2",
+    "EgoGesture",
+    "EpicKitchens55",
+    "EpicKitchens100",
+    "ListDataset",
+    "SynthActions",
+    "DATASETS",
+    "build_dataset",
+]
 
 DATASETS: dict[str, type[ClipDataset]] = {
+    "ucf101": UCF101,
+    "sthv1": SomethingSomethingV1,
+    "sthv2": SomethingSomethingV2,
+    "egogesture": EgoGesture,
+    "epic55": EpicKitchens55,
+    "epic100": EpicKitchens100,
     "list": ListDataset,
     "synth_actions": SynthActions,
 }
