@@ -10,6 +10,7 @@ Open choices (docs/models.md): conv kernel 3x3x3, gate = sigmoid of a 1x1x1 conv
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -42,7 +43,7 @@ class C3DAttention(nn.Module):
         self.gate = (nn.Conv3d(channels, channels, 1) if gate == "conv" else nn.Identity()) if attention else None
         self.pool = nn.AdaptiveAvgPool3d(tuple(pool_output))
         layers: list[nn.Module] = []
-        width = channels * int(torch.tensor(pool_output).prod())
+        width = channels * math.prod(pool_output)
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             width = h

@@ -7,6 +7,7 @@ records how the model was built in `model.vidattn_config`, so a weights file can
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -58,7 +59,7 @@ def create_model(
         "name": name,
         "num_classes": list(classes) if isinstance(classes, tuple) else classes,
         "num_segments": num_segments,
-        "options": dict(options),
+        "options": copy.deepcopy(options),
     }
     if pretrained is not None:
         from vidattn.models.compat import load_pretrained

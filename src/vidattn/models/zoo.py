@@ -26,6 +26,8 @@ from vidattn.models.temporal_shift import TemporalShift
 ATTENTION: dict[str, Callable[..., nn.Module]] = {"w3": W3Attention, "cbam": CBAM}
 # TSM's non-local variant: after blocks layer2[0], layer2[2], layer3[0], layer3[2], layer3[4].
 TSM_NON_LOCAL_POSITIONS = ((2, 0), (2, 2), (3, 0), (3, 2), (3, 4))
+# The non-local paper's I3D ResNet-50 (5 blocks): after layer2[1], layer2[3], layer3[1], layer3[3], layer3[5].
+I3D_NON_LOCAL_POSITIONS = ((2, 1), (2, 3), (3, 1), (3, 3), (3, 5))
 
 
 def _attention_factory(attention: str | None, options: Mapping[str, Any] | None
@@ -38,6 +40,17 @@ def _attention_factory(attention: str | None, options: Mapping[str, Any] | None
     return lambda channels, segments: cls(channels, segments, **dict(options or {}))
 
 
+def _temporal_factory(temporal: str | None, shift_div: int, tam_identity_init: bool
+                      ) -> Callable[[int, int | None], nn.Module] | None:
+    if temporal == "shift":
+        return lambda channels, segments: TemporalShift(channels, segments, fold_div=shift_div)
+    if temporal == "tam":
+        return lambda channels, segments: TemporalAggregation(channels, segments, identity_init=tam_identity_init)
+    if temporal is None:
+        return None
+    raise ValueError(f"unknown temporal module {temporal!r}; choose 'shift', 'tam' or None")
+
+
 def build_recognizer2d(
     depth: int,
     num_classes: int | Sequence[int],
@@ -45,6 +58,7 @@ def build_recognizer2d(
     temporal: str | None = None,
     attention: str | None = None,
     non_local: bool = False,
+    non_local_mode: str = "embedded_gaussian",
     afr: bool | None = None,
     dropout: float = 0.5,
     shift_div: int = 8,
@@ -59,15 +73,7 @@ def build_recognizer2d(
     "block") or "tam". `temporal_every` defaults to 2 for ResNet-101 (as TSM), 1 otherwise. `afr` defaults
     to True with W3 attention (the paper's full model) and must be False without attention.
     """
-    if temporal == "shift":
-        temporal_layer: Callable[[int, int | None], nn.Module] | None = (
-            lambda c, t: TemporalShift(c, t, fold_div=shift_div))
-    elif temporal == "tam":
-        temporal_layer = lambda c, t: TemporalAggregation(c, t, identity_init=tam_identity_init)  # noqa: E731
-    elif temporal is None:
-        temporal_layer = None
-    else:
-        raise ValueError(f"unknown temporal module {temporal!r}; choose 'shift', 'tam' or None")
+    temporal_layer = _temporal_factory(temporal, shift_div, tam_identity_init)
     backbone = ResNet2d(
         depth,
         num_segments=num_segments,
@@ -75,7 +81,7 @@ def build_recognizer2d(
         temporal_place=shift_place,
         temporal_every=temporal_every or (2 if depth == 101 and temporal == "shift" else 1),
         attn_layer=_attention_factory(attention, attention_options),
-        post_layer=(lambda c, t: NonLocalBlock(c, t)) if non_local else None,
+        post_layer=(lambda c, t: NonLocalBlock(c, t, mode=non_local_mode)) if non_local else None,
         post_positions=TSM_NON_LOCAL_POSITIONS if non_local else (),
     )
     use_afr = (attention == "w3" and (attention_options or {}).get("spatial", True)) if afr is None else afr
@@ -88,6 +94,7 @@ def build_recognizer3d(
     num_segments: int,
     attention: str | None = None,
     non_local: bool = False,
+    non_local_mode: str = "embedded_gaussian",
     afr: bool | None = None,
     dropout: float = 0.5,
     stem_temporal_kernel: int = 5,
@@ -101,8 +108,8 @@ def build_recognizer3d(
     backbone = ResNet3d(
         depth,
         attn_layer=_attention_factory(attention, attention_options),
-        post_layer=(lambda c, t: NonLocalBlock(c)) if non_local else None,
-        post_positions=TSM_NON_LOCAL_POSITIONS if non_local else (),
+        post_layer=(lambda c, t: NonLocalBlock(c, mode=non_local_mode)) if non_local else None,
+        post_positions=I3D_NON_LOCAL_POSITIONS if non_local else (),
         stem_temporal_kernel=stem_temporal_kernel,
         temporal_pool=temporal_pool,
         inflation=inflation,

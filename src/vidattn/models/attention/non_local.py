@@ -2,6 +2,8 @@
 TSM's non-local variant: 3D (space-time) over a clip, inner channels C/2, 1x1x1 theta/phi/g convs with
 bias, (1, 2, 2) max-pooling after phi and g, softmax without scaling, output 1x1x1 conv + BatchNorm3d whose
 weight and bias start at zero (so the block starts as the identity), residual add.
+`mode="dot_product"` replaces the softmax by division by the number of positions (the non-local paper's
+dot-product version, used by mmaction2's TSM-NL configs).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ class NonLocalBlock(nn.Module):
     """Non-local block on `(N*T, C, H, W)` with `num_segments`, or on `(N, C, T, H, W)`."""
 
     def __init__(self, channels: int, num_segments: int | None = None, inner_channels: int | None = None,
-                 subsample: bool = True) -> None:
+                 subsample: bool = True, mode: str = "embedded_gaussian") -> None:
         super().__init__()
+        if mode not in ("embedded_gaussian", "dot_product"):
+            raise ValueError(f"non-local mode must be 'embedded_gaussian' or 'dot_product', not {mode!r}")
+        self.mode = mode
         self.num_segments = num_segments
         inner = inner_channels or channels // 2
         self.theta = nn.Conv3d(channels, inner, 1)
@@ -42,7 +47,10 @@ class NonLocalBlock(nn.Module):
         theta = self.theta(x).flatten(2)  # (N, C', THW)
         phi = self.pool(self.phi(x)).flatten(2)  # (N, C', THW/4)
         g = self.pool(self.g(x)).flatten(2)
-        # Embedded Gaussian: softmax over positions j of theta_i . phi_j (no 1/sqrt(d) scaling).
-        affinity = F.softmax(torch.bmm(theta.transpose(1, 2), phi), dim=-1)  # (N, THW, THW/4)
+        affinity = torch.bmm(theta.transpose(1, 2), phi)  # (N, THW, THW/4): theta_i . phi_j
+        if self.mode == "embedded_gaussian":  # softmax over j, no 1/sqrt(d) scaling
+            affinity = F.softmax(affinity, dim=-1)
+        else:  # dot product, normalised by the number of positions j
+            affinity = affinity / affinity.shape[-1]
         y = torch.bmm(g, affinity.transpose(1, 2)).view(n, -1, *x.shape[2:])  # (N, C', T, H, W)
         return x + self.out_bn(self.out_conv(y))

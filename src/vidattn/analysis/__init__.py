@@ -1,0 +1,1 @@
+"""Analysis tools: compute counting (flops), attention visualisation, benchmarks."""

@@ -1,0 +1,85 @@
+"""Temporal modules against their per-element definitions, and the time-reversal property of recognizers."""
+
+import pytest
+import torch
+
+import vidattn
+from vidattn.models.tam import TemporalAggregation
+from vidattn.models.temporal_shift import TemporalShift, temporal_shift
+
+
+def shift_by_definition(x, t, fold_div):
+    """REFERENCES.md: channels [0, fold) of frame t take frame t+1's values, [fold, 2 fold) frame t-1's."""
+    nt, c, h, w = x.shape
+    fold = c // fold_div
+    out = torch.zeros_like(x)
+    for clip in range(nt // t):
+        for f in range(t):
+            for ch in range(c):
+                if ch < fold:
+                    src = f + 1
+                elif ch < 2 * fold:
+                    src = f - 1
+                else:
+                    src = f
+                if 0 <= src < t:
+                    out[clip * t + f, ch] = x[clip * t + src, ch]
+    return out
+
+
+@pytest.mark.parametrize("channels,fold_div,t", [(16, 8, 4), (24, 4, 3), (10, 8, 5)])
+def test_temporal_shift_matches_definition(channels, fold_div, t):
+    x = torch.randn(2 * t, channels, 3, 2)
+    torch.testing.assert_close(temporal_shift(x, t, fold_div), shift_by_definition(x, t, fold_div),
+                               rtol=0, atol=0)
+
+
+def test_temporal_shift_keeps_channels_last_and_gradients():
+    x = torch.randn(8, 16, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
+    y = TemporalShift(16, num_segments=4, fold_div=8)(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    y.sum().backward()
+    # each channel of the shifted folds loses exactly one frame per clip (the zero-padded end)
+    per_channel = x.grad.sum(dim=(0, 2, 3))
+    assert torch.all(per_channel[:4] == 25 * 6) and torch.all(per_channel[4:] == 25 * 8)
+
+
+def test_temporal_shift_rejects_incomplete_clips():
+    with pytest.raises(ValueError, match="not a multiple of num_segments=4"):
+        temporal_shift(torch.randn(6, 8, 2, 2), 4)
+
+
+def test_tam_matches_definition():
+    tam = TemporalAggregation(6, num_segments=4, identity_init=False)
+    x = torch.randn(8, 6, 3, 3)
+    w_prev, w_curr, w_next = tam.weight.detach()
+    v = x.view(2, 4, 6, 3, 3)
+    expected = torch.empty_like(v)
+    for f in range(4):
+        acc = w_curr[:, None, None] * v[:, f]
+        if f > 0:
+            acc = acc + w_prev[:, None, None] * v[:, f - 1]
+        if f < 3:
+            acc = acc + w_next[:, None, None] * v[:, f + 1]
+        expected[:, f] = acc.clamp(min=0)
+    torch.testing.assert_close(tam(x), expected.view_as(x))
+    identity = TemporalAggregation(6, num_segments=4)
+    assert torch.equal(identity(x.clamp(min=0)), x.clamp(min=0))
+
+
+@pytest.mark.parametrize("name,invariant", [("tsn_r18", True), ("tsm_r18", False), ("tsm_w3_r18", False),
+                                            ("tam_r18", False), ("tsn_w3_r18", False), ("i3d_r18", False)])
+def test_time_reversal(name, invariant):
+    """TSN averages per-frame predictions, so frame order cannot matter; temporal modules make it matter."""
+    model = vidattn.create_model(name, num_classes=5, num_segments=4).eval()
+    if name.startswith("tam"):  # TAM starts as the identity; give it a real temporal blend
+        for module in model.modules():
+            if isinstance(module, TemporalAggregation):
+                torch.nn.init.uniform_(module.weight, 0.0, 1.0)
+    clip = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        forward, backward = model(clip), model(clip.flip(2))
+    if invariant:
+        torch.testing.assert_close(forward, backward, rtol=1e-4, atol=1e-5)
+    else:
+        assert (forward - backward).abs().max() > 1e-4 * forward.abs().max()
