@@ -134,6 +134,9 @@ class TrainConfig:
     #: Run directory name; default ``{recipe name}-{timestamp}``.
     run_name: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: CPU intra-op threads of this process (``torch.set_num_threads``); ``None`` keeps torch's default.
+    #: On a busy or small machine 1 thread per process avoids OpenMP oversubscription.
+    num_threads: int | None = None
     log_every: int = 20
     progress: bool = True
     #: Stop after this many optimizer steps per epoch (smoke tests, profiling); ``None`` = full epoch.
@@ -230,6 +233,12 @@ def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
             raise ConfigError(f"{where}: key '{key}' expects a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):
+            # PyYAML (YAML 1.1) reads ``1e-4`` as a string; accept it where a number is expected
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: key '{key}' expects a number, got {value!r}")
         return float(value)

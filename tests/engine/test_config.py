@@ -21,6 +21,7 @@ def test_load_defaults_and_name_from_file(tmp_path):
 
 def test_int_is_accepted_for_float_but_not_bool(tmp_path):
     assert load_config(write(tmp_path / "a.yaml", {"optim": {"lr": 1}})).optim.lr == 1.0
+    assert load_config(tmp_path / "a.yaml", ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads a string
     with pytest.raises(ConfigError, match=r"a\.yaml.*'optim\.lr'.*number"):
         load_config(write(tmp_path / "a.yaml", {"optim": {"lr": True}}))
 

@@ -39,8 +39,7 @@ def test_groups_from_scratch_and_without_policy():
     groups = {g["name"]: g for g in param_groups(m, OptimConfig(), fine_tune=False)}
     assert "head_weight" not in groups and any(p is m.head.weight for p in groups["weight"]["params"])
     flat = {
-        g["name"]: g
-        for g in param_groups(m, OptimConfig(no_decay_bn_bias=False, bias_lr_mult=1.0), fine_tune=False)
+        g["name"]: g for g in param_groups(m, OptimConfig(no_decay_bn_bias=False, bias_lr_mult=1.0), fine_tune=False)
     }
     assert set(flat) == {"weight", "bias"} and flat["bias"]["weight_decay"] == 5e-4
     m.conv.weight.requires_grad_(False)
@@ -76,11 +75,7 @@ def test_step_cosine_constant():
     step = LRSchedule(base_lr=1.0, total_steps=40, kind="step", step_size=10, gamma=0.5)
     assert [lr_at(i, step) for i in (0, 9, 10, 25)] == [1.0, 1.0, 0.5, 0.25]
     cos = LRSchedule(base_lr=1.0, total_steps=100, kind="cosine", min_lr=0.0)
-    assert (
-        lr_at(0, cos) == 1.0
-        and lr_at(50, cos) == pytest.approx(0.5)
-        and lr_at(100, cos) == pytest.approx(0.0)
-    )
+    assert lr_at(0, cos) == 1.0 and lr_at(50, cos) == pytest.approx(0.5) and lr_at(100, cos) == pytest.approx(0.0)
     assert lr_at(1000, LRSchedule(base_lr=0.3, total_steps=1)) == 0.3
 
 

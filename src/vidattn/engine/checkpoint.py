@@ -175,9 +175,7 @@ def load_training_state(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises several types for torn / foreign files
-        raise ValueError(
-            f"{path}: not a readable vidattn training checkpoint ({type(err).__name__})"
-        ) from err
+        raise ValueError(f"{path}: not a readable vidattn training checkpoint ({type(err).__name__})") from err
     if not isinstance(state, dict) or state.get("format") != "vidattn-train-state/1":
         raise ValueError(f"{path}: not a vidattn training checkpoint (missing format tag)")
     config_json = state.pop("config_json", None)

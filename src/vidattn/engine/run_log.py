@@ -31,8 +31,7 @@ def read_metrics_csv(path: str | Path) -> list[dict[str, float]]:
     """Rows of a ``metrics.csv`` as dicts of floats (empty cells are NaN)."""
     with open(path, newline="", encoding="utf-8") as fh:
         return [
-            {k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items()}
-            for row in csv.DictReader(fh)
+            {k: (float(v) if v not in ("", None) else math.nan) for k, v in row.items()} for row in csv.DictReader(fh)
         ]
 
 
@@ -127,9 +126,7 @@ class TBWriter:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is an optional extra
-            logger.info(
-                "tensorboard not installed: skipping TensorBoard scalars (pip install vidattn[tensorboard])"
-            )
+            logger.info("tensorboard not installed: skipping TensorBoard scalars (pip install vidattn[tensorboard])")
             return
         self._writer = SummaryWriter(str(log_dir))
 

@@ -1,0 +1,481 @@
+"""The training loop shared by every model (TSM recipe; Adam for the UCF-101 paper's 3D-ConvNets).
+
+``run_training(config)`` is what ``vidattn train CONFIG key=value`` calls: it builds the model, data
+and optimizer from the config, trains for ``train.epochs`` epochs with a per-epoch validation, writes
+checkpoints, metrics and curves into the run directory, and returns a :class:`RunResult`. The same call
+runs under ``torchrun`` (DDP, rank-0 writes). ``resume_training(run_dir)`` continues a run bit-for-bit.
+
+Per optimizer step: lr from the pure ``lr_at(step)`` schedule, forward under autocast, loss = CE
+(summed over heads) [+ lambda * MFR feature loss], backward (DDP gradient sync only on the last
+micro-batch of an accumulation window), gradient-norm clipping, step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from vidattn.config import Config, config_to_dict, load_config
+from vidattn.engine import builders
+from vidattn.engine.checkpoint import (
+    BEST_WEIGHTS,
+    CHECKPOINT,
+    CONFIG_FILE,
+    LAST_WEIGHTS,
+    atomic_write_text,
+    export_weights,
+    load_training_state,
+    restore_rng_state,
+    save_training_state,
+    unwrap,
+)
+from vidattn.engine.distill import feature_mimic_loss, load_teacher, teacher_from_run_dir
+from vidattn.engine.distributed import (
+    DistInfo,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    cleanup_distributed,
+    init_distributed,
+    sync_buffers,
+)
+from vidattn.engine.evaluate import autocast_context, evaluate
+from vidattn.engine.optim import LRSchedule, build_optimizer, build_schedule, lr_at, set_lr
+from vidattn.engine.run_log import MetricsLog, TBWriter, plot_curves, write_run_json
+
+__all__ = [
+    "RunResult",
+    "NonFiniteLossError",
+    "StepSettings",
+    "seed_everything",
+    "apply_partial_bn",
+    "classification_loss",
+    "train_one_epoch",
+    "run_training",
+    "resume_training",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the run stopped and its last good checkpoint is intact."""
+
+
+@dataclass
+class RunResult:
+    """What a training run produced."""
+
+    run_dir: Path
+    #: Metrics of the last epoch's validation (``val_*``), training (``train_*``), test (``test_*``).
+    metrics: dict[str, float]
+    #: Best validation value: ``{"metric": "top1", "value": ..., "epoch": ...}``.
+    best: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 0
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The loop's knobs, resolved from ``TrainConfig``."""
+
+    device: torch.device
+    precision: str = "fp32"
+    accumulate_steps: int = 1
+    grad_clip: float | None = None
+    label_smoothing: float = 0.0
+    partial_bn: bool = False
+    channels_last: bool = False
+    distill_weight: float = 0.0
+    max_steps: int | None = None
+    progress: bool = True
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: NumPy and Python from the worker's torch seed (set by the loader)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def apply_partial_bn(model: nn.Module) -> int:
+    """Partial BN (TSN): every BatchNorm but the first keeps its statistics and affine parameters frozen.
+
+    Call after every ``model.train()``; returns the number of frozen BN layers.
+    """
+    bns = [m for m in unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns[1:]:
+        m.eval()
+        for p in m.parameters(recurse=False):
+            p.requires_grad_(False)
+    return max(0, len(bns) - 1)
+
+
+def _heads(logits: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    return logits if isinstance(logits, tuple) else (logits,)
+
+
+def classification_loss(logits: Tensor | tuple[Tensor, ...], labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy, summed over heads (EPIC verb + noun); ``labels`` is (B,) or (B, heads)."""
+    labels = labels.view(labels.shape[0], -1)
+    return sum(
+        F.cross_entropy(z.float(), labels[:, h], label_smoothing=label_smoothing) for h, z in enumerate(_heads(logits))
+    )
+
+
+def _correct(logits: Tensor | tuple[Tensor, ...], labels: Tensor) -> int:
+    """Samples whose top-1 is right on every head."""
+    labels = labels.view(labels.shape[0], -1)
+    ok = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
+    for h, z in enumerate(_heads(logits)):
+        ok &= z.argmax(dim=1) == labels[:, h]
+    return int(ok.sum())
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,  # noqa: ANN401 - any iterable of batches with len()
+    optimizer: torch.optim.Optimizer,
+    schedule: LRSchedule,
+    step: int,
+    settings: StepSettings,
+    *,
+    scaler: torch.amp.GradScaler | None = None,
+    teacher: nn.Module | None = None,
+    desc: str = "train",
+) -> tuple[dict[str, float], int]:
+    """One pass over ``loader``; returns (epoch stats summed over processes, optimizer step count)."""
+    model.train()
+    if settings.partial_bn:
+        apply_partial_bn(model)
+    acc = settings.accumulate_steps
+    n_batches = len(loader)
+    if settings.max_steps is not None:
+        n_batches = min(n_batches, settings.max_steps * acc)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    sums = {"loss": 0.0, "fm_loss": 0.0, "correct": 0.0, "seen": 0.0, "skipped": 0.0}
+    t0 = time.perf_counter()
+    bar = tqdm(total=n_batches, desc=desc, disable=not settings.progress, leave=False, dynamic_ncols=True)
+    optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(loader):
+        if i >= n_batches:
+            break
+        sums["skipped"] += float(batch.get("num_skipped", 0))
+        last_micro = (i + 1) % acc == 0 or i + 1 == n_batches
+        if last_micro or i % acc == 0:
+            set_lr(optimizer, lr_at(step, schedule))
+        clips = batch["clip"].to(settings.device, non_blocking=True)
+        labels = torch.as_tensor(batch["label"]).to(settings.device, non_blocking=True)
+        if settings.channels_last and clips.dim() == 5:
+            clips = clips.contiguous(memory_format=torch.channels_last_3d)
+        # DDP: all-reduce gradients only on the micro-batch that ends an accumulation window
+        sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast_context(settings.device, settings.precision):
+                if teacher is not None:
+                    out = model(clips, return_all=True)
+                    logits = out.logits
+                    with torch.no_grad():
+                        target = teacher(clips, return_all=True).features
+                    fm = feature_mimic_loss(out.features, target)
+                else:
+                    logits, fm = model(clips), None
+                loss = classification_loss(logits, labels, settings.label_smoothing)
+                total = loss + settings.distill_weight * fm if fm is not None else loss
+            (scaler.scale(total / acc) if scaler is not None else total / acc).backward()
+        sums["loss"] += float(loss.detach()) * len(clips)
+        sums["fm_loss"] += float(fm.detach()) * len(clips) if fm is not None else 0.0
+        sums["correct"] += _correct(logits, labels)
+        sums["seen"] += len(clips)
+        if last_micro:
+            # every rank must agree to stop, or the others would wait forever in the next all-reduce
+            bad = all_reduce_sum([0.0 if math.isfinite(float(total.detach())) else 1.0])[0]
+            if bad:
+                raise NonFiniteLossError(
+                    f"non-finite loss ({float(total.detach())}) at optimizer step {step}: stopping; "
+                    "lower optim.lr or use train.precision=fp32"
+                )
+            if scaler is not None:
+                scaler.unscale_(optimizer)
+            if settings.grad_clip is not None and settings.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+        elapsed = time.perf_counter() - t0
+        bar.update(1)
+        bar.set_postfix(
+            loss=f"{sums['loss'] / max(sums['seen'], 1):.3f}",
+            acc=f"{100 * sums['correct'] / max(sums['seen'], 1):.1f}",
+            clips_s=f"{sums['seen'] / max(elapsed, 1e-9):.1f}",
+            lr=f"{optimizer.param_groups[0]['lr'] / optimizer.param_groups[0].get('lr_mult', 1):.2e}",
+        )
+    bar.close()
+    loss_sum, fm_sum, correct, seen, skipped = all_reduce_sum(
+        [sums["loss"], sums["fm_loss"], sums["correct"], sums["seen"], sums["skipped"]]
+    )
+    stats = {
+        "loss": loss_sum / max(seen, 1),
+        "top1": 100.0 * correct / max(seen, 1),
+        "num_skipped": skipped,
+        "clips_per_s": seen / max(time.perf_counter() - t0, 1e-9),
+    }
+    if teacher is not None:
+        stats["fm_loss"] = fm_sum / max(seen, 1)
+    return stats, step
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the whole run
+
+
+def _make_run_dir(cfg: Config, info: DistInfo) -> Path:
+    name = cfg.train.run_name or f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    run_dir = Path(cfg.train.output_dir) / broadcast_object(name)
+    if info.is_main:
+        if (run_dir / CHECKPOINT).exists():
+            raise FileExistsError(
+                f"{run_dir}: already holds a training checkpoint; resume it (--resume) or choose another train.run_name"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier()
+    return run_dir
+
+
+def _settings(cfg: Config, info: DistInfo, steps_cap: int | None) -> StepSettings:
+    return StepSettings(
+        device=info.device,
+        precision=cfg.train.precision,
+        accumulate_steps=max(1, cfg.train.accumulate_steps),
+        grad_clip=cfg.train.grad_clip,
+        label_smoothing=cfg.train.label_smoothing,
+        partial_bn=cfg.train.partial_bn,
+        channels_last=cfg.train.channels_last,
+        distill_weight=cfg.distill.weight if cfg.distill.teacher else 0.0,
+        max_steps=steps_cap,
+        progress=cfg.train.progress and info.is_main,
+    )
+
+
+def run_training(config: Config, *, resume_from: str | Path | None = None) -> RunResult:
+    """Train ``config`` from scratch, or continue the run in ``resume_from`` (a run directory).
+
+    Writes into the run dir: config.yaml, checkpoint.pt (every epoch), model_last/best.safetensors,
+    metrics.csv, curves.png, run.json, TensorBoard events (if installed). Raises
+    :class:`NonFiniteLossError` if the loss diverges (the last good checkpoint stays).
+    """
+    cfg = config
+    info = init_distributed(cfg.train.device)
+    try:
+        return _run(cfg, info, Path(resume_from) if resume_from is not None else None)
+    finally:
+        cleanup_distributed()
+
+
+def resume_training(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
+    """Continue the run in ``run_dir`` from its last finished epoch with its own config.yaml.
+
+    ``overrides`` may change e.g. ``train.epochs`` (train longer) or ``data.num_workers``.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {CHECKPOINT} to resume from")
+    return run_training(load_config(run_dir / CONFIG_FILE, overrides), resume_from=run_dir)
+
+
+def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    seed_everything(cfg.seed + info.rank)
+    if cfg.distill.teacher:
+        cfg.distill.teacher = str(teacher_from_run_dir(cfg.distill.teacher).resolve())
+    run_dir = resume_dir if resume_dir is not None else _make_run_dir(cfg, info)
+    if info.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+    model = builders.build_model(cfg)
+    if cfg.train.partial_bn:
+        logger.info("partial BN: %d BatchNorm layers frozen", apply_partial_bn(model))
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.to(info.device)
+    teacher = load_teacher(cfg.distill.teacher, info.device, model) if cfg.distill.teacher else None
+
+    train_loader, train_sampler = builders.build_train_loader(cfg, info, seed_worker)
+    val_loader = builders.build_eval_loader(cfg, cfg.data.val_split, info)[0] if cfg.data.val_split else None
+    test_loader = None
+    if cfg.data.test_split and cfg.train.eval_test_each_epoch:
+        test_loader = builders.build_eval_loader(cfg, cfg.data.test_split, info)[0]
+
+    acc = max(1, cfg.train.accumulate_steps)
+    steps_per_epoch = math.ceil(len(train_loader) / acc)
+    if cfg.train.max_steps_per_epoch is not None:
+        steps_per_epoch = min(steps_per_epoch, cfg.train.max_steps_per_epoch)
+    global_batch = cfg.data.batch_size * acc * info.world_size
+    schedule = build_schedule(cfg.optim, steps_per_epoch, cfg.train.epochs, global_batch)
+    optimizer = build_optimizer(model, cfg.optim, fine_tune=cfg.model.pretrained is not None)
+    scaler = None
+    if cfg.train.precision == "fp16":
+        scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda")
+
+    start_epoch, step, best = 0, 0, {"metric": cfg.train.best_metric, "value": -math.inf, "epoch": 0}
+    log = MetricsLog(run_dir / "metrics.csv")
+    if resume_dir is not None:
+        state = load_training_state(run_dir / CHECKPOINT)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_epoch, step, best = state["epoch"], state["step"], state["best"] or best
+        log = MetricsLog.resume(run_dir / "metrics.csv", start_epoch)
+        logger.info("resuming %s after epoch %d (step %d)", run_dir, start_epoch, step)
+
+    train_model: nn.Module = model
+    if info.distributed:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        train_model = DistributedDataParallel(model, device_ids=ids)
+
+    if resume_dir is not None:
+        restore_rng_state(state["rng"])  # last: building things above consumed randomness
+    tb = TBWriter(run_dir / "tensorboard", enabled=info.is_main)
+    settings = _settings(cfg, info, cfg.train.max_steps_per_epoch)
+    metrics: dict[str, float] = log.rows[-1] if log.rows else {}
+    logger.info(
+        "training %s for %d epochs (%d steps/epoch, global batch %d) -> %s",
+        cfg.name,
+        cfg.train.epochs,
+        steps_per_epoch,
+        global_batch,
+        run_dir,
+    )
+    try:
+        for epoch in range(start_epoch, cfg.train.epochs):
+            train_sampler.set_epoch(epoch)
+            builders.reseed_loader(train_loader, cfg.seed, epoch, info.rank)
+            stats, step = train_one_epoch(
+                train_model,
+                train_loader,
+                optimizer,
+                schedule,
+                step,
+                settings,
+                scaler=scaler,
+                teacher=teacher,
+                desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+            )
+            row: dict[str, float] = {
+                "epoch": epoch + 1,
+                "step": step,
+                "lr": lr_at(max(step - 1, 0), schedule),
+            }
+            row.update({f"train_{k}": v for k, v in stats.items()})
+            sync_buffers(model)  # DDP ranks drift apart in BN statistics; evaluate and save rank 0's
+            evaluate_now = (epoch + 1) % max(1, cfg.train.eval_every) == 0 or epoch + 1 == cfg.train.epochs
+            for split, loader in (("val", val_loader), ("test", test_loader)):
+                if loader is not None and evaluate_now:
+                    m, _, _ = evaluate(
+                        model,
+                        loader,
+                        info.device,
+                        precision=cfg.train.precision,
+                        progress=settings.progress,
+                        desc=f"{split} {epoch + 1}",
+                    )
+                    row.update({f"{split}_{k}": v for k, v in m.items() if k not in ("num_samples", "num_labelled")})
+            metrics = row
+            if info.is_main:
+                best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb)
+            barrier()
+    except NonFiniteLossError as err:
+        logger.error("%s; last good checkpoint: %s", err, run_dir / CHECKPOINT)
+        if info.is_main:
+            _write_run_json(run_dir, cfg, info, metrics, best, status=f"stopped: {err}")
+        raise
+    finally:
+        tb.close()
+    if info.is_main:
+        _write_run_json(run_dir, cfg, info, metrics, best, status="finished")
+    return RunResult(run_dir=run_dir, metrics=metrics, best=best, epochs=cfg.train.epochs)
+
+
+def _end_of_epoch(
+    run_dir: Path,
+    cfg: Config,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    step: int,
+    best: dict[str, Any],
+    row: dict[str, float],
+    log: MetricsLog,
+    tb: TBWriter,
+) -> dict[str, Any]:
+    """Rank 0: metrics.csv, curves.png, TensorBoard, best weights, last weights, checkpoint.pt."""
+    log.append(row)
+    plot_curves(log.rows, run_dir / "curves.png", title=cfg.name)
+    tb.scalars(row, epoch + 1)
+    key = f"val_{cfg.train.best_metric}" if f"val_{cfg.train.best_metric}" in row else f"train_{cfg.train.best_metric}"
+    value = row.get(key, math.nan)
+    if math.isfinite(value) and value > best["value"]:
+        if export_weights(model, run_dir / BEST_WEIGHTS) is not None:
+            best = {"metric": key, "value": value, "epoch": epoch + 1}
+    export_weights(model, run_dir / LAST_WEIGHTS)
+    save_training_state(
+        run_dir / CHECKPOINT,
+        model=model,
+        optimizer=optimizer,
+        epoch=epoch + 1,
+        step=step,
+        best=best,
+        scaler=scaler,
+        config=config_to_dict(cfg),
+    )
+    logger.info(
+        "epoch %d: %s",
+        epoch + 1,
+        ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k.endswith(("loss", "top1", "top5")) and math.isfinite(v)),
+    )
+    return best
+
+
+def _write_run_json(
+    run_dir: Path, cfg: Config, info: DistInfo, metrics: dict[str, float], best: dict[str, Any], status: str
+) -> None:
+    write_run_json(
+        run_dir / "run.json",
+        name=cfg.name,
+        status=status,
+        seed=cfg.seed,
+        world_size=info.world_size,
+        device=str(info.device),
+        config=config_to_dict(cfg),
+        final_metrics=metrics,
+        best=best,
+        target=config_to_dict(cfg)["target"],
+    )

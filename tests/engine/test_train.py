@@ -1,0 +1,97 @@
+"""Real training runs on SynthActions: learning, run-directory outputs, non-finite stop, bad videos."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vidattn.config import load_config
+from vidattn.engine.evaluate import run_evaluation
+from vidattn.engine.run_log import read_metrics_csv
+from vidattn.engine.train import NonFiniteLossError, resume_training, run_training
+
+from .conftest import RECIPE, tiny_overrides
+
+
+def test_two_epochs_beat_chance_and_write_the_run_dir(learn_synth, tmp_path):
+    overrides = tiny_overrides(
+        learn_synth,
+        tmp_path,
+        **{
+            "data.num_segments": 8,
+            "data.scale_size": 40,
+            "data.crop_size": 40,
+            "data.batch_size": 8,
+            "data.num_workers": 2,
+            "data.flip": False,
+            "train.epochs": 2,
+            "optim.lr": 2e-3,
+            "model.options": "{channels: 32, pool_output: [4, 6, 6], hidden: [128], dropout: 0.25}",
+        },
+    )
+    result = run_training(load_config(RECIPE, overrides))
+    run = result.run_dir
+    # chance is 25% (4 balanced classes, 120 validation videos)
+    assert result.metrics["val_top1"] > 40.0, result.metrics
+    for name in (
+        "config.yaml",
+        "checkpoint.pt",
+        "model_last.safetensors",
+        "model_best.safetensors",
+        "metrics.csv",
+        "curves.png",
+        "run.json",
+    ):
+        assert (run / name).is_file(), name
+    rows = read_metrics_csv(run / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_top1"]) for r in rows)
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == 0 and info["status"] == "finished"
+    assert info["versions"]["torch"] == torch.__version__
+    assert info["final_metrics"]["val_top1"] == pytest.approx(result.metrics["val_top1"])
+    assert info["config"]["model"]["name"] == "c3d"
+    # `vidattn test RUN_DIR`: best weights, 1 clip centre crop = the per-epoch validation of the best epoch
+    ev = run_evaluation(run, split="val", overrides=["train.progress=false"])
+    best_row = rows[result.best["epoch"] - 1]
+    assert ev.metrics["top1"] == pytest.approx(best_row["val_top1"])
+    assert ev.metrics["gmacs_per_view"] > 0 and ev.metrics["views"] == 1
+    assert (ev.output_dir / "metrics.json").is_file() and (ev.output_dir / "confusion.png").is_file()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_config):
+    result = run_training(tiny_config(**{"optim.name": "sgd", "optim.lr": 0.01}))
+    ckpt = result.run_dir / "checkpoint.pt"
+    before = ckpt.read_bytes(), (result.run_dir / "model_last.safetensors").read_bytes()
+    with pytest.raises(NonFiniteLossError, match="non-finite loss"):
+        resume_training(result.run_dir, ["train.epochs=2", "optim.lr=1e30", "train.grad_clip=null"])
+    assert (ckpt.read_bytes(), (result.run_dir / "model_last.safetensors").read_bytes()) == before
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["status"].startswith("stopped: non-finite loss")
+    assert all(torch.isfinite(t).all() for t in load_file(result.run_dir / "model_last.safetensors").values())
+
+
+def test_corrupt_video_is_skipped_and_counted(tiny_synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "synth"
+    shutil.copytree(tiny_synth, root)
+    first = (root / "train.txt").read_text().split()[0]
+    (root / first).write_bytes(b"\x00not a video at all" * 10)
+    cfg = load_config(RECIPE, tiny_overrides(root, tmp_path / "runs", **{"data.num_workers": 2}))
+    result = run_training(cfg)
+    assert result.metrics["train_num_skipped"] == 1
+    assert math.isfinite(result.metrics["train_loss"])
+    strict = load_config(RECIPE, tiny_overrides(root, tmp_path / "runs2", **{"data.on_error": "raise"}))
+    with pytest.raises(Exception, match=first.split("/")[-1]):
+        run_training(strict)
+
+
+def test_existing_run_dir_is_never_overwritten(tiny_config):
+    cfg = tiny_config()
+    run_training(cfg)
+    with pytest.raises(FileExistsError, match="resume"):
+        run_training(cfg)
