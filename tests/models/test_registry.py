@@ -95,3 +95,11 @@ def test_reset_classifier_keeps_backbone():
     model.reset_classifier(11)
     assert model(torch.randn(1, 3, 4, 64, 64)).shape == (1, 11)
     assert torch.equal(model.backbone.conv1.weight, before)
+
+
+def test_base_width_builds_a_narrower_resnet():
+    wide = vidattn.create_model("tsm_w3_r18", num_classes=5, num_segments=4)
+    narrow = vidattn.create_model("tsm_w3_r18", num_classes=5, num_segments=4, base_width=16)
+    assert narrow.backbone.conv1.out_channels == 16 and narrow.num_features == 128
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters()) / 10
+    assert narrow(torch.randn(1, 3, 4, 32, 32)).shape == (1, 5)

@@ -153,6 +153,8 @@ class ResNetStages(nn.Module):
         post_layer / post_positions: a module after the blocks `(stage, index)`, 1-based stages
             (TSM's non-local: (2, 0), (2, 2), (3, 0), (3, 2), (3, 4)).
         temporal_kernels: per stage, per block temporal kernel of conv1 (3D inflation pattern).
+        base_width: channels of the stem and layer1 (64 in ResNets; smaller for quick CPU experiments,
+            which then cannot load ImageNet weights).
     """
 
     def __init__(
@@ -167,17 +169,20 @@ class ResNetStages(nn.Module):
         post_layer: Callable[[int, int | None], nn.Module] | None = None,
         post_positions: Sequence[tuple[int, int]] = (),
         temporal_kernels: Sequence[Sequence[int]] | None = None,
-        inplanes: int = 64,
+        base_width: int = 64,
     ) -> None:
         super().__init__()
         if depth not in BLOCKS:
             raise ValueError(f"ResNet depth must be one of {sorted(BLOCKS)}, not {depth}")
         block, counts = BLOCKS[depth]
         self.block_type = block
-        self.num_features = 512 * block.expansion
-        self.stage_channels = [64 * 2**i * block.expansion for i in range(4)]
+        widths = [base_width * 2**i for i in range(4)]
+        self.base_width = base_width
+        self.num_features = widths[-1] * block.expansion
+        self.stage_channels = [w * block.expansion for w in widths]
         post_at = set(post_positions)
-        for s, (count, planes) in enumerate(zip(counts, (64, 128, 256, 512)), start=1):
+        inplanes = base_width
+        for s, (count, planes) in enumerate(zip(counts, widths), start=1):
             blocks = []
             for i in range(count):
                 stride = 2 if (i == 0 and s > 1) else 1
@@ -250,8 +255,8 @@ class ResNet2d(ResNetStages):
 
     def __init__(self, depth: int, **kwargs: object) -> None:
         super().__init__(depth, dims=2, **kwargs)  # type: ignore[arg-type]
-        self.conv1 = kaiming_init(nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False))
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = kaiming_init(nn.Conv2d(3, self.base_width, 7, stride=2, padding=3, bias=False))
+        self.bn1 = nn.BatchNorm2d(self.base_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
 

@@ -30,7 +30,8 @@ class ResNet3d(ResNetStages):
     def __init__(self, depth: int, attn_layer: Callable[[int, int | None], nn.Module] | None = None,
                  post_layer: Callable[[int, int | None], nn.Module] | None = None,
                  post_positions: Sequence[tuple[int, int]] = (), stem_temporal_kernel: int = 5,
-                 temporal_pool: bool = True, inflation: Sequence[Sequence[int]] | None = None) -> None:
+                 temporal_pool: bool = True, inflation: Sequence[Sequence[int]] | None = None,
+                 base_width: int = 64) -> None:
         if inflation is None:
             if depth not in INFLATION_PATTERNS:
                 raise ValueError(f"no default I3D inflation pattern for ResNet-{depth}; pass `inflation`")
@@ -40,11 +41,11 @@ class ResNet3d(ResNetStages):
             raise ValueError(f"inflation pattern {inflation} does not match ResNet-{depth}'s blocks {counts}")
         kernels = [[3 if flag else 1 for flag in stage] for stage in inflation]
         super().__init__(depth, dims=3, attn_layer=attn_layer, post_layer=post_layer,
-                         post_positions=post_positions, temporal_kernels=kernels)
+                         post_positions=post_positions, temporal_kernels=kernels, base_width=base_width)
         kt = stem_temporal_kernel
-        self.conv1 = kaiming_init(nn.Conv3d(3, 64, (kt, 7, 7), stride=(1, 2, 2), padding=(kt // 2, 3, 3),
-                                            bias=False))
-        self.bn1 = nn.BatchNorm3d(64)
+        self.conv1 = kaiming_init(nn.Conv3d(3, base_width, (kt, 7, 7), stride=(1, 2, 2),
+                                            padding=(kt // 2, 3, 3), bias=False))
+        self.bn1 = nn.BatchNorm3d(base_width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1))
         self.pool2 = nn.MaxPool3d((2, 1, 1), stride=(2, 1, 1)) if temporal_pool else None

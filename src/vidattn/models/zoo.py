@@ -66,12 +66,14 @@ def build_recognizer2d(
     temporal_every: int | None = None,
     tam_identity_init: bool = True,
     attention_options: Mapping[str, Any] | None = None,
+    base_width: int = 64,
 ) -> VideoRecognizer:
     """A 2D-backbone recognizer (TSN/TSM/TAM, + W3/CBAM/non-local).
 
     `temporal`: None (TSN), "shift" (TSM; `shift_div`, `shift_place` "residual" = TSM's "blockres" or
     "block") or "tam". `temporal_every` defaults to 2 for ResNet-101 (as TSM), 1 otherwise. `afr` defaults
-    to True with W3 attention (the paper's full model) and must be False without attention.
+    to True with W3 attention (the paper's full model) and must be False without attention. `base_width`
+    below 64 builds a narrower ResNet for quick CPU runs (no ImageNet weights then).
     """
     temporal_layer = _temporal_factory(temporal, shift_div, tam_identity_init)
     backbone = ResNet2d(
@@ -83,6 +85,7 @@ def build_recognizer2d(
         attn_layer=_attention_factory(attention, attention_options),
         post_layer=(lambda c, t: NonLocalBlock(c, t, mode=non_local_mode)) if non_local else None,
         post_positions=TSM_NON_LOCAL_POSITIONS if non_local else (),
+        base_width=base_width,
     )
     use_afr = (attention == "w3" and (attention_options or {}).get("spatial", True)) if afr is None else afr
     return VideoRecognizer(backbone, num_classes, num_segments, per_frame=True, dropout=dropout, afr=use_afr)
@@ -101,6 +104,7 @@ def build_recognizer3d(
     temporal_pool: bool = True,
     inflation: Sequence[Sequence[int]] | None = None,
     attention_options: Mapping[str, Any] | None = None,
+    base_width: int = 64,
 ) -> VideoRecognizer:
     """An I3D ResNet recognizer (+ W3 / non-local); `num_segments` is the clip length it expects."""
     if attention == "cbam":
@@ -113,6 +117,7 @@ def build_recognizer3d(
         stem_temporal_kernel=stem_temporal_kernel,
         temporal_pool=temporal_pool,
         inflation=inflation,
+        base_width=base_width,
     )
     use_afr = (attention == "w3" and (attention_options or {}).get("spatial", True)) if afr is None else afr
     return VideoRecognizer(backbone, num_classes, num_segments, per_frame=False, dropout=dropout, afr=use_afr)
