@@ -142,6 +142,7 @@ def save_training_state(
     best: dict[str, Any] | None = None,
     scaler: torch.amp.GradScaler | None = None,
     config: dict[str, Any] | None = None,
+    history: list[dict[str, float]] | None = None,
 ) -> bool:
     """Atomically write the resumable state after ``epoch`` epochs (1-based count of finished epochs).
 
@@ -159,6 +160,8 @@ def save_training_state(
         "optimizer": optimizer.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         "best": best or {},
+        # per-epoch metric rows: metrics.csv is rebuilt from them on resume
+        "history": [dict(r) for r in history or []],
         "rng": capture_rng_state(),
         # the config travels as JSON text so that any value type survives weights_only loading
         "config_json": json.dumps(config) if config is not None else None,

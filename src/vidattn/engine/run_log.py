@@ -42,13 +42,6 @@ class MetricsLog:
         self.path = Path(path)
         self.rows: list[dict[str, float]] = list(rows or [])
 
-    @classmethod
-    def resume(cls, path: str | Path, upto_epoch: int) -> MetricsLog:
-        """Reload rows of finished epochs (``epoch <= upto_epoch``) after ``--resume``."""
-        path = Path(path)
-        rows = read_metrics_csv(path) if path.is_file() else []
-        return cls(path, [r for r in rows if r.get("epoch", math.inf) <= upto_epoch])
-
     def append(self, row: dict[str, float]) -> None:
         self.rows.append(dict(row))
         columns: list[str] = []
@@ -58,7 +51,7 @@ class MetricsLog:
         writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
         writer.writeheader()
         for r in self.rows:
-            writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+            writer.writerow({k: (f"{v:.10g}" if isinstance(v, float) else v) for k, v in r.items()})
         atomic_write_text(self.path, buf.getvalue())
 
 

@@ -352,7 +352,7 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, step, best = state["epoch"], state["step"], state["best"] or best
-        log = MetricsLog.resume(run_dir / "metrics.csv", start_epoch)
+        log = MetricsLog(run_dir / "metrics.csv", state.get("history", []))
         logger.info("resuming %s after epoch %d (step %d)", run_dir, start_epoch, step)
 
     train_model: nn.Module = model
@@ -436,11 +436,12 @@ def _end_of_epoch(
     log: MetricsLog,
     tb: TBWriter,
 ) -> dict[str, Any]:
-    """Rank 0: metrics.csv, curves.png, TensorBoard, best weights, last weights, checkpoint.pt."""
-    log.append(row)
-    plot_curves(log.rows, run_dir / "curves.png", title=cfg.name)
-    tb.scalars(row, epoch + 1)
-    key = f"val_{cfg.train.best_metric}" if f"val_{cfg.train.best_metric}" in row else f"train_{cfg.train.best_metric}"
+    """Rank 0: weights, then checkpoint.pt (the commit point), then metrics.csv, curves.png, TensorBoard.
+
+    A kill before the checkpoint replays the epoch on resume; metrics.csv is rebuilt from the checkpoint.
+    """
+    key = f"val_{cfg.train.best_metric}"
+    key = key if key in row else f"train_{cfg.train.best_metric}"
     value = row.get(key, math.nan)
     if math.isfinite(value) and value > best["value"]:
         if export_weights(model, run_dir / BEST_WEIGHTS) is not None:
@@ -455,7 +456,11 @@ def _end_of_epoch(
         best=best,
         scaler=scaler,
         config=config_to_dict(cfg),
+        history=[*log.rows, row],
     )
+    log.append(row)
+    plot_curves(log.rows, run_dir / "curves.png", title=cfg.name)
+    tb.scalars(row, epoch + 1)
     logger.info(
         "epoch %d: %s",
         epoch + 1,
