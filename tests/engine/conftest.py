@@ -3,11 +3,22 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from vidattn.config import load_config
 from vidattn.data import generate_synth_actions
 
 RECIPE = Path(__file__).resolve().parents[2] / "configs" / "synth_actions.yaml"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_cpu_thread():
+    """The engine tests run 1 intra-op thread: on a small shared CI machine OpenMP spinning across
+    busy cores costs far more than it gains (and torchrun's workers use 1 thread each anyway)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
