@@ -95,3 +95,42 @@ def test_existing_run_dir_is_never_overwritten(tiny_config):
     run_training(cfg)
     with pytest.raises(FileExistsError, match="resume"):
         run_training(cfg)
+
+
+def test_performance_knobs_train_and_partial_bn_freezes_statistics(tiny_config):
+    from vidattn import create_model
+    from vidattn.engine.train import apply_partial_bn
+
+    model = create_model("tsm_r18", num_classes=4, num_segments=4)
+    model.train()
+    assert apply_partial_bn(model) == sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) - 1
+    stem = model.backbone.bn1  # the first BatchNorm the input meets stays trainable
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) and m is not stem]
+    assert stem.training and not any(m.training or m.weight.requires_grad for m in bns)
+
+    knobs = {
+        "model.name": "tsm_r18",
+        "model.options": "{dropout: 0.5}",
+        "train.precision": "bf16",
+        "train.channels_last": True,
+        "train.accumulate_steps": 2,
+        "train.partial_bn": True,
+        "train.label_smoothing": 0.1,
+        "optim.name": "sgd",
+        "optim.lr": 0.01,
+        "optim.warmup_epochs": 0.5,
+        "optim.schedule": "cosine",
+    }
+    result = run_training(tiny_config(**knobs))
+    assert math.isfinite(result.metrics["train_loss"]) and math.isfinite(result.metrics["val_loss"])
+    assert result.metrics["step"] == 2  # 3 batches of 4 clips, 2 per optimizer step (the last one alone)
+    # partial BN: every BatchNorm but the first kept its initial running statistics
+    weights = load_file(result.run_dir / "model_last.safetensors")
+    means = [k for k in weights if k.endswith("running_mean") and k != "backbone.bn1.running_mean"]
+    assert weights["backbone.bn1.running_mean"].abs().sum() > 0
+    assert means and all(weights[k].abs().sum() == 0 for k in means)
+
+
+def test_missing_pretrained_file_is_a_one_line_error(tiny_config):
+    with pytest.raises(FileNotFoundError, match="model.pretrained: nowhere.pth not found"):
+        run_training(tiny_config(**{"model.pretrained": "nowhere.pth"}))

@@ -37,6 +37,11 @@ def build_model(cfg: Config) -> nn.Module:
     """``create_model`` from ``cfg.model`` with the dataset's classes and segments."""
     from vidattn import create_model
 
+    if cfg.model.pretrained is not None and not Path(cfg.model.pretrained).is_file():
+        raise FileNotFoundError(
+            f"model.pretrained: {cfg.model.pretrained} not found; put the ImageNet weights there (see "
+            "docs/training.md) or train from scratch with model.pretrained=null"
+        )
     return create_model(
         cfg.model.name,
         num_classes=cfg.data.num_classes,

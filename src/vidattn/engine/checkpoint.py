@@ -143,9 +143,11 @@ def save_training_state(
     scaler: torch.amp.GradScaler | None = None,
     config: dict[str, Any] | None = None,
     history: list[dict[str, float]] | None = None,
+    rng_per_rank: list[dict[str, Any]] | None = None,
 ) -> bool:
     """Atomically write the resumable state after ``epoch`` epochs (1-based count of finished epochs).
 
+    ``rng_per_rank``: every process's :func:`capture_rng_state` (gathered under DDP), stored as ``rng``.
     Returns False (and keeps the previous file) if the model has non-finite values.
     """
     model = unwrap(model)
@@ -162,7 +164,8 @@ def save_training_state(
         "best": best or {},
         # per-epoch metric rows: metrics.csv is rebuilt from them on resume
         "history": [dict(r) for r in history or []],
-        "rng": capture_rng_state(),
+        # one RNG state per process (DDP ranks draw different dropout masks); default: this process's
+        "rng": rng_per_rank if rng_per_rank is not None else [capture_rng_state()],
         # the config travels as JSON text so that any value type survives weights_only loading
         "config_json": json.dumps(config) if config is not None else None,
     }

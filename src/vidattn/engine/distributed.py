@@ -31,6 +31,7 @@ __all__ = [
     "all_reduce_sum",
     "broadcast_object",
     "sync_buffers",
+    "all_gather",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,11 +134,18 @@ class ShardSampler(Sampler[int]):
         return len(range(self.rank, self.length, self.world))
 
 
+def all_gather(obj: Any) -> list[Any]:  # noqa: ANN401 - any picklable value
+    """Every rank's ``obj``, in rank order."""
+    if world_size() == 1:
+        return [obj]
+    parts: list[Any] = [None] * world_size()
+    dist.all_gather_object(parts, obj)
+    return parts
+
+
 def gather_predictions(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """All ranks' per-sample records (each with an ``index`` key), deduplicated and sorted by index."""
     if world_size() > 1:
-        parts: list[Any] = [None] * world_size()
-        dist.all_gather_object(parts, records)
-        records = [r for part in parts for r in part]
+        records = [r for part in all_gather(records) for r in part]
     unique = {r["index"]: r for r in records}
     return [unique[i] for i in sorted(unique)]

@@ -38,6 +38,7 @@ from vidattn.engine.checkpoint import (
     CONFIG_FILE,
     LAST_WEIGHTS,
     atomic_write_text,
+    capture_rng_state,
     export_weights,
     load_training_state,
     restore_rng_state,
@@ -47,6 +48,7 @@ from vidattn.engine.checkpoint import (
 from vidattn.engine.distill import feature_mimic_loss, load_teacher, teacher_from_run_dir
 from vidattn.engine.distributed import (
     DistInfo,
+    all_gather,
     all_reduce_sum,
     barrier,
     broadcast_object,
@@ -122,14 +124,20 @@ def seed_worker(worker_id: int) -> None:
 def apply_partial_bn(model: nn.Module) -> int:
     """Partial BN (TSN): every BatchNorm but the first keeps its statistics and affine parameters frozen.
 
-    Call after every ``model.train()``; returns the number of frozen BN layers.
+    "First" is the stem's BatchNorm, the shallowest one in the module tree (registration order is not
+    execution order in every backbone). Call after every ``model.train()``; returns the number frozen.
     """
-    bns = [m for m in unwrap(model).modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for m in bns[1:]:
+    named = [(n, m) for n, m in unwrap(model).named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not named:
+        return 0
+    first = min(range(len(named)), key=lambda i: (named[i][0].count("."), i))
+    for i, (_, m) in enumerate(named):
+        if i == first:
+            continue
         m.eval()
         for p in m.parameters(recurse=False):
             p.requires_grad_(False)
-    return max(0, len(bns) - 1)
+    return len(named) - 1
 
 
 def _heads(logits: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -361,7 +369,15 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
         train_model = DistributedDataParallel(model, device_ids=ids)
 
     if resume_dir is not None:
-        restore_rng_state(state["rng"])  # last: building things above consumed randomness
+        rngs = state["rng"]
+        if len(rngs) != info.world_size:
+            logger.warning(
+                "checkpoint has RNG states of %d processes, this run has %d: the resumed run "
+                "is deterministic but not bit-identical to an uninterrupted one",
+                len(rngs),
+                info.world_size,
+            )
+        restore_rng_state(rngs[info.rank % len(rngs)])  # last: building things above consumed randomness
     tb = TBWriter(run_dir / "tensorboard", enabled=info.is_main)
     settings = _settings(cfg, info, cfg.train.max_steps_per_epoch)
     metrics: dict[str, float] = log.rows[-1] if log.rows else {}
@@ -408,8 +424,9 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
                     )
                     row.update({f"{split}_{k}": v for k, v in m.items() if k not in ("num_samples", "num_labelled")})
             metrics = row
+            rngs = all_gather(capture_rng_state())
             if info.is_main:
-                best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb)
+                best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb, rngs)
             barrier()
     except NonFiniteLossError as err:
         logger.error("%s; last good checkpoint: %s", err, run_dir / CHECKPOINT)
@@ -435,6 +452,7 @@ def _end_of_epoch(
     row: dict[str, float],
     log: MetricsLog,
     tb: TBWriter,
+    rngs: list[dict[str, Any]],
 ) -> dict[str, Any]:
     """Rank 0: weights, then checkpoint.pt (the commit point), then metrics.csv, curves.png, TensorBoard.
 
@@ -457,6 +475,7 @@ def _end_of_epoch(
         scaler=scaler,
         config=config_to_dict(cfg),
         history=[*log.rows, row],
+        rng_per_rank=rngs,
     )
     log.append(row)
     plot_curves(log.rows, run_dir / "curves.png", title=cfg.name)
