@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor, nn
 
 from vidattn.models.heads import ClassifierHead
@@ -67,7 +68,7 @@ class VideoRecognizer(nn.Module):
         if self.per_frame:
             if t != self.num_segments:
                 raise ValueError(f"model built for num_segments={self.num_segments} got clips of {t} frames")
-            x = x.transpose(1, 2).reshape(b * t, *x.shape[1:2], *x.shape[3:])
+            x = _fold_frames(x, _is_channels_last(getattr(self.backbone, "conv1", None)))
         stages = self.backbone.forward_features(x, self.num_segments if self.per_frame else None, keep_maps)
         features = stages.features
         if self.afr is not None:
@@ -88,3 +89,18 @@ class VideoRecognizer(nn.Module):
         """Replace the classifier (fine-tuning on a new label space)."""
         p = self.head.dropout.p if isinstance(self.head.dropout, nn.Dropout) else 0.0
         self.head = ClassifierHead(self.num_features, num_classes, p if dropout is None else dropout)
+
+
+def _is_channels_last(conv: nn.Module | None) -> bool:
+    w = getattr(conv, "weight", None)
+    return w is not None and w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) \
+        and not w.is_contiguous()
+
+
+def _fold_frames(x: Tensor, channels_last: bool) -> Tensor:
+    """(B, C, T, H, W) -> (B*T, C, H, W) frames in one copy, channels-last when the stem conv is, so the
+    stem does not convert its input again."""
+    b, c, t, h, w = x.shape
+    if channels_last:
+        return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
+    return x.transpose(1, 2).reshape(b * t, c, h, w)

@@ -17,6 +17,7 @@ temporal 1D convs are depthwise, the hidden width and activation of the two-laye
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -82,39 +83,86 @@ class W3Attention(nn.Module):
         return self.forward_with_maps(x)[0]
 
     def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Attend `x`; also return the masks: "channel" (N, T, C) and, with `spatial`, "spatial" (N, T, H, W)."""
-        v = _as_ntchw(x, self.num_segments)
-        n, t, c = v.shape[:3]
-        # Eq. 3: frame-level channel attention from avg- and max-pooled descriptors (N, T, C).
-        d_avg = v.mean(dim=(3, 4))
-        d_max = v.amax(dim=(3, 4))
-        m_c = torch.sigmoid(self.channel_mlp(d_avg) + self.channel_mlp(d_max))
+        """Attend `x`; also return the masks: "channel" (N, T, C) and, with `spatial`, "spatial" (N, T, H, W).
+
+        Speed: every full-size op runs on `x` in its own layout (a broadcast multiply on a 5D *view* of a
+        channels-last map is several times slower than on the 4D map); the masks are reshaped instead.
+        Without autograd, the spatial multiply happens in place on F^c (one full tensor written, not two).
+        """
+        layout = _Layout(x, self.num_segments)
+        n, t = layout.n, layout.t
+        # Eq. 3: frame-level channel attention from avg- and max-pooled descriptors, one MLP call for both.
+        d = torch.cat((x.mean(dim=layout.spatial_dims), x.amax(dim=layout.spatial_dims)))
+        d = self.channel_mlp(layout.descriptors(d))  # (2N, T, C)
+        m_c = torch.sigmoid(d[:n] + d[n:])
         if self.temporal:  # Eq. 4: temporal reasoning over each channel's sequence.
             m_c = torch.sigmoid(self.channel_temporal(m_c.transpose(1, 2))).transpose(1, 2)
-        f_c = v * m_c[..., None, None]
+        f_c = x * layout.channel_mask(m_c).to(x.dtype)
         maps = {"channel": m_c}
         if not self.spatial:
-            return _restore(f_c, x), maps
+            return f_c, maps
         # Eq. 5: frame-level spatial attention from channel-pooled [avg, max] maps (N*T, 2, H, W).
-        pooled = torch.stack((f_c.mean(dim=2), f_c.amax(dim=2)), dim=2).flatten(0, 1)
-        m_s = torch.sigmoid(self.spatial_conv(pooled)).view(n, 1, t, *v.shape[3:])
-        if self.temporal:  # Eq. 6: 3D conv over the stacked frame maps (N, 1, T, H, W).
-            m_s = torch.sigmoid(self.spatial_temporal(m_s))
-        m_s = m_s.squeeze(1)
+        pooled = layout.frames(torch.cat((f_c.mean(dim=1, keepdim=True), f_c.amax(dim=1, keepdim=True)), dim=1))
+        m_s = torch.sigmoid(self.spatial_conv(pooled)).view(n, t, 1, *pooled.shape[2:])
+        if self.temporal:  # Eq. 6: two 3D convs over the stacked frame maps, run as 2D convs (see below).
+            conv_a, relu, conv_b = self.spatial_temporal
+            m_s = torch.sigmoid(_time_conv_as_2d(relu(_time_conv_as_2d(m_s, conv_a)), conv_b))
+        m_s = m_s.squeeze(2)
         maps["spatial"] = m_s
-        return _restore(f_c * m_s[:, :, None], x), maps
+        gate = layout.spatial_mask(m_s).to(f_c.dtype)
+        if torch.is_grad_enabled() and (f_c.requires_grad or gate.requires_grad):
+            return f_c * gate, maps
+        return f_c.mul_(gate), maps
 
 
-def _as_ntchw(x: Tensor, num_segments: int | None) -> Tensor:
-    """View `(N*T, C, H, W)` (2D recognizers) or `(N, C, T, H, W)` (3D networks) as `(N, T, C, H, W)`."""
-    if x.dim() == 5:
-        return x.transpose(1, 2)
-    if num_segments is None:
-        raise ValueError("a 4D (N*T, C, H, W) input needs num_segments")
-    return x.view(x.shape[0] // num_segments, num_segments, *x.shape[1:])
+def _time_conv_as_2d(v: Tensor, conv: nn.Conv3d) -> Tensor:
+    """`conv` (kernel kt x kh x kw, stride 1) on frames `v` (N, T, C, H, W), returned as (N, T, C', H, W).
+
+    The same sums as `conv` on (N, C, T, H, W), computed as one 2D conv over the kt neighbouring frames
+    stacked as channels: these maps have 1-4 channels, where PyTorch's CPU Conv3d falls back to a slow
+    kernel; stacking copies only the small map.
+    """
+    n, t = v.shape[:2]
+    kt, pt = conv.kernel_size[0], conv.padding[0]
+    padded = F.pad(v, (0, 0, 0, 0, 0, 0, pt, pt))  # zero frames at both clip ends
+    stacked = torch.cat([padded[:, i:i + t] for i in range(kt)], dim=2)  # channel i*C + c: frame t+i-pt
+    # (C', kt*C, kh, kw), same channel order; contiguous, else PyTorch's CPU conv2d takes its slow path
+    weight = conv.weight.transpose(1, 2).flatten(1, 2).contiguous()
+    y = F.conv2d(stacked.flatten(0, 1), weight, conv.bias, padding=conv.padding[1:])
+    return y.view(n, t, *y.shape[1:])
 
 
-def _restore(v: Tensor, like: Tensor) -> Tensor:
-    """Inverse of `_as_ntchw` for a result computed on the `(N, T, C, H, W)` view of `like`."""
-    return v.transpose(1, 2) if like.dim() == 5 else v.reshape(like.shape)
+class _Layout:
+    """Where N, T, C live in a `(N*T, C, H, W)` (2D recognizers) or `(N, C, T, H, W)` (3D networks) map."""
 
+    def __init__(self, x: Tensor, num_segments: int | None) -> None:
+        self.five_d = x.dim() == 5
+        if self.five_d:
+            self.n, self.t = x.shape[0], x.shape[2]
+            self.spatial_dims: tuple[int, ...] = (3, 4)
+        else:
+            if num_segments is None:
+                raise ValueError("a 4D (N*T, C, H, W) input needs num_segments")
+            if x.shape[0] % num_segments:
+                raise ValueError(f"W3: batch {x.shape[0]} is not a multiple of num_segments={num_segments}")
+            self.n, self.t = x.shape[0] // num_segments, num_segments
+            self.spatial_dims = (2, 3)
+
+    def descriptors(self, d: Tensor) -> Tensor:
+        """Pooled descriptors, (K*N*T, C) or (K*N, C, T), as (K*N, T, C)."""
+        return d.transpose(1, 2) if self.five_d else d.view(-1, self.t, d.shape[-1])
+
+    def channel_mask(self, m_c: Tensor) -> Tensor:
+        """(N, T, C) -> broadcastable against the map."""
+        if self.five_d:
+            return m_c.transpose(1, 2)[..., None, None]
+        # contiguous in C: a mask strided along the map's innermost (channels-last) axis is a slow gather
+        return m_c.reshape(-1, m_c.shape[-1]).contiguous().view(-1, m_c.shape[-1], 1, 1)
+
+    def spatial_mask(self, m_s: Tensor) -> Tensor:
+        """(N, T, H, W) -> broadcastable against the map."""
+        return m_s.unsqueeze(1) if self.five_d else m_s.reshape(-1, 1, *m_s.shape[2:])
+
+    def frames(self, pooled: Tensor) -> Tensor:
+        """A channel-pooled map, (N, 2, T, H, W) or (N*T, 2, H, W), as (N*T, 2, H, W)."""
+        return pooled.transpose(1, 2).flatten(0, 1) if self.five_d else pooled
