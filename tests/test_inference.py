@@ -1,0 +1,99 @@
+"""The inference path: its choices, channels-last on mixed 2D/1D/3D convs, and equal top-1 in every precision."""
+
+import copy
+
+import pytest
+import torch
+
+from vidattn.data import SynthActions, SynthConfig, generate_synth_actions
+from vidattn.inference import Predictor, bf16_is_fast, plan_inference, to_channels_last
+from vidattn.models import create_model, save_weights
+
+BF16_LOGIT_TOL = 0.05  # documented in docs/performance.md: |logit_bf16 - logit_fp32| <= 0.05 * max(1, |logits|_max)
+
+
+def test_auto_plan_follows_the_hardware_and_forcing_wins():
+    model = create_model("tsm_w3_r18", num_classes=4, num_segments=4)
+    fast, why = bf16_is_fast(torch.device("cpu"))
+    plan = plan_inference(model, device="cpu")
+    assert plan.precision == ("bf16" if fast else "fp32") and plan.channels_last and not plan.compile
+    assert why in plan.describe()
+    assert plan_inference(model, device="cpu", precision="bf16", channels_last=False).precision == "bf16"
+    # 3D-conv models stay in fp32 on CPU whatever the CPU
+    assert plan_inference(create_model("c3d_attention", num_classes=5, num_segments=16), device="cpu").precision \
+        == "fp32"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        plan_inference(model, precision="int8")
+
+
+def test_channels_last_predictor_matches_the_plain_model_and_loads_weights(tmp_path):
+    model = create_model("tsm_w3_r18", num_classes=4, num_segments=4).eval()
+    plain = copy.deepcopy(model)
+    pred = Predictor(model, device="cpu", precision="fp32")
+    conv2d, conv3d = model.backbone.conv1.weight, model.backbone.layer1[0].attn.spatial_temporal[0].weight
+    assert conv2d.is_contiguous(memory_format=torch.channels_last) and not conv2d.is_contiguous()
+    assert conv3d.is_contiguous(memory_format=torch.channels_last_3d)
+    x = torch.randn(2, 3, 4, 64, 64)
+    with torch.no_grad():
+        expected = plain(x)
+    torch.testing.assert_close(pred.logits(x), expected, rtol=1e-4, atol=1e-4)
+    probs = pred.predict(x[0])  # one clip (3, T, H, W)
+    assert probs.shape == (1, 4) and torch.allclose(probs.sum(-1), torch.ones(1))
+    save_weights(plain, tmp_path / "m.safetensors")
+    from vidattn.inference import load_predictor
+
+    again = load_predictor(tmp_path / "m.safetensors", device="cpu", precision="fp32", channels_last=False)
+    torch.testing.assert_close(again.logits(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_c3d_channels_last_3d_matches_contiguous():
+    model = create_model("c3d_attention", num_classes=5, num_segments=8).eval()
+    x = torch.randn(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        expected = copy.deepcopy(model)(x)
+    to_channels_last(model)
+    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    torch.testing.assert_close(Predictor(model, device="cpu").logits(x), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    generate_synth_actions(root, SynthConfig(num_classes=4, videos_per_class=10, num_frames=8, size=32), workers=1)
+    return root
+
+
+def _batch(root, split):
+    ds = SynthActions(root, split, num_frames=8, size=32, seed=0)
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([it["clip"] for it in items]), torch.tensor([int(it["label"]) for it in items])
+
+
+def test_same_top1_on_synth_actions_in_every_precision(synth):
+    """A TSM+W3-R18 gives the same SynthActions test predictions (so the same top-1) in fp32, bf16 and fp16, with
+    logits within the stated tolerance. What is tested is numerical agreement at confident logits, not
+    generalisation: the classifier is fitted on frozen random-backbone features of the train *and* test clips
+    (a few hundred cheap steps), so the fp32 predictions are mostly right and have real margins."""
+    torch.manual_seed(0)
+    model = create_model("tsm_w3_r18", num_classes=4, num_segments=8).eval()
+    x_test, y_test = _batch(synth, "test")
+    x_train, y_train = _batch(synth, "train")
+    x_train, y_train = torch.cat((x_train, x_test)), torch.cat((y_train, y_test))
+    with torch.no_grad():  # fit the head on frozen features (a few hundred cheap steps) for confident logits
+        feats = model.forward_features(x_train).features.mean(dim=(2, 3))
+    head = model.head.fc
+    opt = torch.optim.Adam(head.parameters(), lr=0.05)
+    for _ in range(300):
+        logits = head(feats).view(len(y_train), 8, -1).mean(1)
+        loss = torch.nn.functional.cross_entropy(logits, y_train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ref = Predictor(model, device="cpu", precision="fp32").logits(x_test)
+    top1 = (ref.argmax(-1) == y_test).float().mean().item()
+    assert top1 >= 0.75, top1
+    for precision in ("bf16", "fp16"):
+        low = Predictor(model, device="cpu", precision=precision).logits(x_test)
+        tol = BF16_LOGIT_TOL * max(1.0, ref.abs().max().item())
+        assert torch.equal(low.argmax(-1), ref.argmax(-1)), precision
+        assert (low - ref).abs().max().item() <= tol, precision
