@@ -1,7 +1,7 @@
-"""Subprocess entry for tests: ``python _train_script.py CONFIG [key=value ...]`` -> run_training.
+"""Subprocess entry for tests (also under ``torchrun``).
 
-Also runs under ``torchrun``; ``--eval RUN_DIR --out FILE --split SPLIT [key=value ...]`` runs
-``run_evaluation`` instead and (rank 0) writes the metrics as JSON to FILE.
+``python _train_script.py CONFIG [key=value ...] [--then-eval SPLIT OUT_JSON]`` runs ``run_training``,
+then optionally ``run_evaluation`` of the new run directory on SPLIT (rank 0 writes the metrics JSON).
 """
 
 import json
@@ -13,11 +13,14 @@ from vidattn.engine.train import run_training
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args[0] == "--eval":
-        run_dir, out, split, overrides = args[1], args[3], args[5], args[6:]
-        result = run_evaluation(run_dir, split=split, overrides=overrides)
-        if out and result.output_dir is not None:  # rank 0 only
+    then_eval = None
+    if "--then-eval" in args:
+        i = args.index("--then-eval")
+        then_eval, args = args[i + 1 : i + 3], args[:i]
+    result = run_training(load_config(args[0], args[1:]))
+    if then_eval:
+        split, out = then_eval
+        ev = run_evaluation(result.run_dir, split=split, overrides=["eval.batch_size=3"])
+        if ev.output_dir is not None:  # rank 0 only
             with open(out, "w") as fh:
-                json.dump(result.metrics, fh)
-    else:
-        run_training(load_config(args[0], args[1:]))
+                json.dump(ev.metrics, fh)

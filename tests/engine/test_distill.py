@@ -41,7 +41,7 @@ def test_teacher_is_frozen_and_must_match_the_student(tmp_path):
 
 
 def test_stage2_student_mimics_a_stage1_teacher(tiny_config, tmp_path):
-    w3 = {"model.name": "tsm_w3_r18", "model.options": "{dropout: 0.0}", "optim.lr": 1e-3}
+    w3 = {"model.name": "tsm_w3_r18", "model.options": "{dropout: 0.0, base_width: 16}", "optim.lr": 1e-3}
     stage1 = run_training(tiny_config(**w3, **{"train.run_name": "stage1"}))
     teacher_file = stage1.run_dir / "model_best.safetensors"
     teacher_bytes = teacher_file.read_bytes()

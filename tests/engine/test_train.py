@@ -110,7 +110,7 @@ def test_performance_knobs_train_and_partial_bn_freezes_statistics(tiny_config):
 
     knobs = {
         "model.name": "tsm_r18",
-        "model.options": "{dropout: 0.5}",
+        "model.options": "{dropout: 0.5, base_width: 16}",
         "train.precision": "bf16",
         "train.channels_last": True,
         "train.accumulate_steps": 2,
