@@ -103,3 +103,12 @@ def test_base_width_builds_a_narrower_resnet():
     assert narrow.backbone.conv1.out_channels == 16 and narrow.num_features == 128
     assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters()) / 10
     assert narrow(torch.randn(1, 3, 4, 32, 32)).shape == (1, 5)
+
+
+def test_small_stem_keeps_full_resolution_for_tiny_inputs():
+    model = vidattn.create_model("tsm_r18", num_classes=5, num_segments=4, base_width=16, stem="small").eval()
+    assert model.backbone.conv1.kernel_size == (3, 3) and model.backbone.conv1.stride == (1, 1)
+    out = model(torch.randn(1, 3, 4, 32, 32), return_all=True)
+    assert out.features.shape == (4, 128, 4, 4)  # 32 / 8: only layers 2-4 downsample
+    with pytest.raises(ValueError, match="stem must be"):
+        vidattn.create_model("tsm_r18", stem="tiny")

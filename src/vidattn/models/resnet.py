@@ -251,14 +251,22 @@ def _frame_layout(maps: dict[str, Tensor], num_segments: int | None) -> dict[str
 
 
 class ResNet2d(ResNetStages):
-    """torchvision-layout ResNet without `fc`, run on frames `(N*T, 3, H, W)`."""
+    """torchvision-layout ResNet without `fc`, run on frames `(N*T, 3, H, W)`.
 
-    def __init__(self, depth: int, **kwargs: object) -> None:
+    `stem="imagenet"`: 7x7 stride-2 conv and 3x3 stride-2 max-pool (ImageNet ResNets, 224 px inputs);
+    `stem="small"`: one 3x3 stride-1 conv, no pooling (CIFAR-style, for inputs of 32-64 px, no ImageNet
+    weights then).
+    """
+
+    def __init__(self, depth: int, stem: str = "imagenet", **kwargs: object) -> None:
         super().__init__(depth, dims=2, **kwargs)  # type: ignore[arg-type]
-        self.conv1 = kaiming_init(nn.Conv2d(3, self.base_width, 7, stride=2, padding=3, bias=False))
+        if stem not in ("imagenet", "small"):
+            raise ValueError(f"stem must be 'imagenet' or 'small', not {stem!r}")
+        k, stride = (7, 2) if stem == "imagenet" else (3, 1)
+        self.conv1 = kaiming_init(nn.Conv2d(3, self.base_width, k, stride=stride, padding=k // 2, bias=False))
         self.bn1 = nn.BatchNorm2d(self.base_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem == "imagenet" else nn.Identity()
 
     def forward_features(self, x: Tensor, num_segments: int | None = None, keep_maps: bool = False
                          ) -> StageOutput:

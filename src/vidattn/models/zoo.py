@@ -67,13 +67,15 @@ def build_recognizer2d(
     tam_identity_init: bool = True,
     attention_options: Mapping[str, Any] | None = None,
     base_width: int = 64,
+    stem: str = "imagenet",
 ) -> VideoRecognizer:
     """A 2D-backbone recognizer (TSN/TSM/TAM, + W3/CBAM/non-local).
 
     `temporal`: None (TSN), "shift" (TSM; `shift_div`, `shift_place` "residual" = TSM's "blockres" or
     "block") or "tam". `temporal_every` defaults to 2 for ResNet-101 (as TSM), 1 otherwise. `afr` defaults
     to True with W3 attention (the paper's full model) and must be False without attention. `base_width`
-    below 64 builds a narrower ResNet for quick CPU runs (no ImageNet weights then).
+    below 64 builds a narrower ResNet for quick CPU runs, `stem="small"` a CIFAR-style stem for 32-64 px
+    inputs (no ImageNet weights then).
     """
     temporal_layer = _temporal_factory(temporal, shift_div, tam_identity_init)
     backbone = ResNet2d(
@@ -86,6 +88,7 @@ def build_recognizer2d(
         post_layer=(lambda c, t: NonLocalBlock(c, t, mode=non_local_mode)) if non_local else None,
         post_positions=TSM_NON_LOCAL_POSITIONS if non_local else (),
         base_width=base_width,
+        stem=stem,
     )
     use_afr = (attention == "w3" and (attention_options or {}).get("spatial", True)) if afr is None else afr
     return VideoRecognizer(backbone, num_classes, num_segments, per_frame=True, dropout=dropout, afr=use_afr)
