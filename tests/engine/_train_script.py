@@ -8,6 +8,7 @@ import json
 import sys
 
 from vidattn.config import load_config
+from vidattn.engine.distributed import cleanup_distributed, init_distributed
 from vidattn.engine.evaluate import run_evaluation
 from vidattn.engine.train import run_training
 
@@ -17,6 +18,8 @@ if __name__ == "__main__":
     if "--then-eval" in args:
         i = args.index("--then-eval")
         then_eval, args = args[i + 1 : i + 3], args[:i]
+    # one process group for both calls (each call reuses a group it did not create)
+    info = init_distributed("cpu")
     result = run_training(load_config(args[0], args[1:]))
     if then_eval:
         split, out = then_eval
@@ -24,3 +27,4 @@ if __name__ == "__main__":
         if ev.output_dir is not None:  # rank 0 only
             with open(out, "w") as fh:
                 json.dump(ev.metrics, fh)
+    cleanup_distributed(info)

@@ -46,7 +46,7 @@ def test_torchrun_two_processes_train_and_evaluate_like_one(tiny_synth, tmp_path
     overrides = tiny_overrides(
         tiny_synth,
         tmp_path,
-        **{"data.val_split": odd_split, "train.epochs": 2, "data.num_workers": 1, "eval.batch_size": 3},
+        **{"data.val_split": odd_split, "train.epochs": 2, "data.num_workers": 0, "eval.batch_size": 3},
     )
     out = tmp_path / "eval2.json"
     torchrun(str(RECIPE), *overrides, "--then-eval", odd_split, str(out))
@@ -57,9 +57,11 @@ def test_torchrun_two_processes_train_and_evaluate_like_one(tiny_synth, tmp_path
     two = json.loads(out.read_text())
     one = run_evaluation(run, split=odd_split, overrides=["eval.batch_size=5"]).metrics
     assert two["num_samples"] == one["num_samples"] == 7
-    for key in ("top1", "top5", "mean_class_acc", "loss"):
-        assert two[key] == pytest.approx(one[key], abs=1e-9), key
+    for key in ("top1", "top5", "mean_class_acc"):
+        assert two[key] == one[key], key
+    # per-sample losses come from batches of other sizes: equal up to float32 rounding
+    assert two["loss"] == pytest.approx(one["loss"], rel=1e-6)
     # the per-epoch validation done by 2 processes during training agrees with 1 process too
     best = rows[int(json.loads((run / "run.json").read_text())["best"]["epoch"]) - 1]
     assert best["val_top1"] == pytest.approx(one["top1"], abs=1e-6)
-    assert best["val_loss"] == pytest.approx(one["loss"], abs=1e-6)
+    assert best["val_loss"] == pytest.approx(one["loss"], rel=1e-6)

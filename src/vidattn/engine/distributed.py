@@ -43,6 +43,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = torch.device("cpu")
+    #: True if this call created the process group (and its caller should destroy it).
+    owns_group: bool = False
 
     @property
     def distributed(self) -> bool:
@@ -54,7 +56,12 @@ class DistInfo:
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Initialise the default process group if launched by torchrun; pick this process's device."""
+    """Initialise the default process group if launched by torchrun; pick this process's device.
+
+    An existing process group is reused (``owns_group=False``): a script that trains then evaluates in
+    one torchrun launch initialises once itself, because re-initialising right after a destroy can
+    race between ranks.
+    """
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("train.device=cuda but CUDA is not available; use train.device=cpu or auto")
@@ -68,14 +75,17 @@ def init_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", local_rank)
     else:
         dev = torch.device("cpu")
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", init_method="env://")
     logger.info("distributed: rank %d/%d (local %d) on %s", rank, world, local_rank, dev)
-    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev)
+    return DistInfo(rank=rank, world_size=world, local_rank=local_rank, device=dev, owns_group=owns)
 
 
-def cleanup_distributed() -> None:
-    """Destroy the default process group if one exists."""
+def cleanup_distributed(info: DistInfo | None = None) -> None:
+    """Destroy the default process group (only the one ``info`` created, if ``info`` is given)."""
+    if info is not None and not info.owns_group:
+        return
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 

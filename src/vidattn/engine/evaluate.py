@@ -28,7 +28,13 @@ from tqdm import tqdm
 from vidattn.config import Config, load_config
 from vidattn.engine import metrics as M
 from vidattn.engine.checkpoint import CONFIG_FILE, atomic_write_text, find_weights
-from vidattn.engine.distributed import DistInfo, cleanup_distributed, gather_predictions, init_distributed
+from vidattn.engine.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    gather_predictions,
+    init_distributed,
+)
 from vidattn.engine.submission import write_epic_submission, write_something_predictions
 
 __all__ = [
@@ -277,9 +283,10 @@ def run_evaluation(
             if out_dir is not None:
                 files = write_eval_outputs(out_dir, cfg, split, metrics, records, cms, class_names(dataset))
         _log_summary(cfg, split, metrics)
+        barrier()  # every rank returns after rank 0 wrote the outputs
         return EvalResult(metrics=metrics, output_dir=out_dir, files=files, num_samples=len(records))
     finally:
-        cleanup_distributed()
+        cleanup_distributed(info)
 
 
 def write_eval_outputs(

@@ -265,11 +265,12 @@ def train_one_epoch(
 def _make_run_dir(cfg: Config, info: DistInfo) -> Path:
     name = cfg.train.run_name or f"{cfg.name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_dir = Path(cfg.train.output_dir) / broadcast_object(name)
+    # every rank raises (rank 0 decides), so no rank waits for the others forever
+    if broadcast_object((run_dir / CHECKPOINT).exists() if info.is_main else None):
+        raise FileExistsError(
+            f"{run_dir}: already holds a training checkpoint; resume it (--resume) or choose another train.run_name"
+        )
     if info.is_main:
-        if (run_dir / CHECKPOINT).exists():
-            raise FileExistsError(
-                f"{run_dir}: already holds a training checkpoint; resume it (--resume) or choose another train.run_name"
-            )
         run_dir.mkdir(parents=True, exist_ok=True)
     barrier()
     return run_dir
@@ -302,7 +303,7 @@ def run_training(config: Config, *, resume_from: str | Path | None = None) -> Ru
     try:
         return _run(cfg, info, Path(resume_from) if resume_from is not None else None)
     finally:
-        cleanup_distributed()
+        cleanup_distributed(info)
 
 
 def resume_training(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunResult:
@@ -437,6 +438,7 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
         tb.close()
     if info.is_main:
         _write_run_json(run_dir, cfg, info, metrics, best, status="finished")
+    barrier()  # every rank returns after the run directory is complete
     return RunResult(run_dir=run_dir, metrics=metrics, best=best, epochs=cfg.train.epochs)
 
 
@@ -458,8 +460,8 @@ def _end_of_epoch(
 
     A kill before the checkpoint replays the epoch on resume; metrics.csv is rebuilt from the checkpoint.
     """
-    key = f"val_{cfg.train.best_metric}"
-    key = key if key in row else f"train_{cfg.train.best_metric}"
+    # best on validation; training accuracy only for recipes without a validation split (EPIC-55)
+    key = f"{'val' if cfg.data.val_split else 'train'}_{cfg.train.best_metric}"
     value = row.get(key, math.nan)
     if math.isfinite(value) and value > best["value"]:
         if export_weights(model, run_dir / BEST_WEIGHTS) is not None:
