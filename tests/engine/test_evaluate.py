@@ -101,3 +101,6 @@ def test_something_style_predictions_for_an_unlabelled_split(tiny_config, tiny_s
     classes = (tiny_synth / "classes.txt").read_text().split()
     assert all(";" in line and line.split(";")[1] in classes + ["0", "1", "2", "3"] for line in lines)
     assert "top1" not in ev.metrics  # nothing labelled, nothing scored
+    # `vidattn test RUN_DIR/checkpoint.pt` evaluates that checkpoint's (last) weights
+    val = run_evaluation(result.run_dir / "checkpoint.pt", split="val").metrics
+    assert val["top1"] == pytest.approx(result.metrics["val_top1"])

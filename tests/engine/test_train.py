@@ -34,7 +34,8 @@ def test_two_epochs_beat_chance_and_write_the_run_dir(learn_synth, tmp_path):
     result = run_training(load_config(RECIPE, overrides))
     run = result.run_dir
     # chance is 25% (4 balanced classes, 120 validation videos)
-    assert result.metrics["val_top1"] > 40.0, result.metrics
+    # chance is 25% +- 4 (4 balanced classes, 120 validation videos); this run reaches ~48
+    assert result.metrics["val_top1"] > 37.5, result.metrics
     for name in (
         "config.yaml",
         "checkpoint.pt",

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from vidattn.config import Config, load_config
 from vidattn.engine import metrics as M
-from vidattn.engine.checkpoint import CONFIG_FILE, atomic_write_text, find_weights
+from vidattn.engine.checkpoint import CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS, atomic_write_text, find_weights
 from vidattn.engine.distributed import (
     DistInfo,
     barrier,
@@ -217,6 +217,8 @@ def _resolve_source(source: str | Path, config: Config | None) -> tuple[Path, Co
     """(weights file, config, run dir) for a run directory or a weights file."""
     p = Path(source)
     run_dir = p if p.is_dir() else (p.parent if (p.parent / CONFIG_FILE).is_file() else None)
+    if p.name == CHECKPOINT and run_dir is not None:  # the training state: evaluate its weights
+        p = run_dir / LAST_WEIGHTS
     weights = find_weights(p)
     if config is None:
         if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
@@ -239,7 +241,8 @@ def run_evaluation(
     split: str = "val",
     output_dir: str | Path | None = None,
 ) -> EvalResult:
-    """Evaluate a run directory's best weights (or a weights file) on ``split`` with ``config.eval`` views.
+    """Evaluate a run directory's best weights (or a weights file, or a run's ``checkpoint.pt``: its
+    last weights) on ``split`` with ``config.eval`` views.
 
     ``overrides`` (``eval.clips=2``, ``eval.crops=10``, ``data.root=...``) apply on top of the run's
     ``config.yaml``. Writes ``metrics.json``, the confusion matrix (CSV + PNG) and, for unlabelled test

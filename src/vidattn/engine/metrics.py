@@ -39,7 +39,7 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     kmax = min(max(ks), scores.shape[1])
     top = scores.topk(kmax, dim=1).indices
     hit = top == labels.view(-1, 1)
-    return {k: 100.0 * hit[:, : min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
+    return {k: 100.0 * hit[:, : min(k, kmax)].any(dim=1).double().mean().item() for k in ks}
 
 
 def confusion_matrix(preds: torch.Tensor, labels: torch.Tensor, num_classes: int) -> np.ndarray:
@@ -87,7 +87,7 @@ def action_topk_accuracy(
             joint = (joint.unsqueeze(-1) * p[start : start + chunk].float().unsqueeze(1)).flatten(1)
         hits.append(joint.topk(kmax, dim=1).indices == flat_label[start : start + chunk].view(-1, 1))
     hit = torch.cat(hits)
-    return {k: 100.0 * hit[:, : min(k, kmax)].any(dim=1).float().mean().item() for k in ks}
+    return {k: 100.0 * hit[:, : min(k, kmax)].any(dim=1).double().mean().item() for k in ks}
 
 
 def multihead_metrics(
