@@ -30,6 +30,7 @@ from vidattn.engine import metrics as M
 from vidattn.engine.checkpoint import CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS, atomic_write_text, find_weights
 from vidattn.engine.distributed import (
     DistInfo,
+    all_reduce_sum,
     barrier,
     cleanup_distributed,
     gather_predictions,
@@ -179,24 +180,13 @@ def evaluate(
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[Any]]:
     """Predict on this process's shard, gather all shards, compute metrics (identical on every rank)."""
     local, skipped = predict(model, loader, device, average=average, precision=precision, progress=progress, desc=desc)
-    for r in local:
-        r["skipped"] = 0
-    if skipped:
-        local.append({"index": -1 - _rank(), "skipped": skipped, "label": None, "scores": [], "loss": math.nan})
     records = gather_predictions(local)
-    num_skipped = sum(r.get("skipped", 0) for r in records)
-    records = [r for r in records if r["index"] >= 0]
+    num_skipped = int(all_reduce_sum([float(skipped)])[0])
     metrics, cms = metrics_from_records(records, average)
     metrics["num_skipped"] = float(num_skipped)
     if num_skipped:
         logger.warning("%s: %d unreadable samples skipped (not counted in the metrics)", desc, num_skipped)
     return metrics, records, cms
-
-
-def _rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
 def macs_per_view(model: nn.Module, input_shape: tuple[int, ...]) -> float | None:
