@@ -88,3 +88,9 @@ def test_dataset_through_dataloader_workers(synth_root):
 def test_reversal_pair_accuracy():
     logits = np.array([[2.0, 1.0, 5.0], [2.0, 1.0, 0.0], [0.0, 3.0, 9.0]])
     assert reversal_pair_accuracy(logits, [0, 1, 1], [(0, 1)]) == pytest.approx(2 / 3)
+
+
+def test_scenes_without_distractors():
+    rng = np.random.default_rng(0)
+    frames, boxes = render_video(0, SynthConfig(num_frames=6, size=32, max_distractors=0), rng)
+    assert frames.shape == (6, 32, 32, 3) and len(boxes) == 6

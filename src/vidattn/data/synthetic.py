@@ -163,7 +163,7 @@ def _scene(kind: int, cfg: SynthConfig, rng: np.random.Generator) -> tuple[list[
         raise ValueError(f"{name} is not a forward SynthActions class")
     actor = _obj(n, shape=shape, colour=colour, x=x, y=y, r=radius, angle=rot, alpha=alpha)
     # Distractors: smaller, wandering with momentum, bouncing off the borders.
-    for _ in range(int(rng.integers(1, cfg.max_distractors + 1))):
+    for _ in range(int(rng.integers(1, cfg.max_distractors + 1)) if cfg.max_distractors > 0 else 0):
         dr = rng.uniform(0.05, 0.08) * s
         pos, vel = rng.uniform(dr, s - dr, size=2), rng.normal(0, 0.02 * s, size=2)
         xs, ys = np.empty(n), np.empty(n)

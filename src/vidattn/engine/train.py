@@ -317,6 +317,17 @@ def resume_training(run_dir: str | Path, overrides: list[str] | tuple[str, ...] 
     return run_training(load_config(run_dir / CONFIG_FILE, overrides), resume_from=run_dir)
 
 
+def _write_class_names(run_dir: Path, dataset: object) -> None:
+    """`classes.txt` (one name per line; `classes_head{k}.txt` per head of a multi-head model) beside the
+    weights, so `vidattn predict` / `visualize` can name the classes."""
+    names = builders.class_names(dataset)  # type: ignore[arg-type]
+    if not names:
+        return
+    files = ["classes.txt"] if len(names) == 1 else [f"classes_head{k}.txt" for k in range(len(names))]
+    for file, head in zip(files, names):
+        atomic_write_text(run_dir / file, "\n".join(head) + "\n")
+
+
 def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
@@ -331,11 +342,15 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if cfg.train.partial_bn:
         logger.info("partial BN: %d BatchNorm layers frozen", apply_partial_bn(model))
     if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        from vidattn.inference import to_channels_last
+
+        model = to_channels_last(model)  # per conv: nn.Module.to refuses models mixing 1D/2D/3D convs (W3)
     model.to(info.device)
     teacher = load_teacher(cfg.distill.teacher, info.device, model) if cfg.distill.teacher else None
 
     train_loader, train_sampler = builders.build_train_loader(cfg, info, seed_worker)
+    if info.is_main:
+        _write_class_names(run_dir, train_loader.dataset)
     val_loader = builders.build_eval_loader(cfg, cfg.data.val_split, info)[0] if cfg.data.val_split else None
     test_loader = None
     if cfg.data.test_split and cfg.train.eval_test_each_epoch:
