@@ -50,11 +50,103 @@ def _flops(args: argparse.Namespace) -> int:
 
 @_command("quickstart")
 def _quickstart(args: argparse.Namespace) -> int:
-    from vidattn.analysis.flops import format_table, paper_table
+    import time
 
-    # Until the SynthActions training quickstart lands, the main job shows the compute tables.
-    print(format_table(paper_table()))
+    from vidattn.quickstart import QuickstartSettings, run_quickstart
+
+    start = time.perf_counter()
+    settings = QuickstartSettings(out_dir=args.out, epochs=args.epochs, seed=args.seed, num_threads=args.threads)
+    if args.videos_per_class:
+        settings.synth = {**settings.synth, "videos_per_class": args.videos_per_class}
+    results = run_quickstart(settings)
+    print(f"\nSynthActions test accuracy (same budget for every model), report in {args.out}/report.md:")
+    for key, m in results["models"].items():
+        print(f"  {key:<7} top-1 {m['top1']:5.1f}%   reversal pairs {m['reversal_pair_accuracy']:5.1f}%")
+    box = (results.get("attention") or {}).get("in_box")
+    if box:
+        print(f"  W3 spatial attention inside the actor's box: {100 * box['mass_in_box']:.1f}% of the mass, "
+              f"box covers {100 * box['box_area_fraction']:.1f}% of the frame")
+    print(f"quickstart wall time: {time.perf_counter() - start:.0f} s")
     return 0
+
+
+@_command("train")
+def _train(args: argparse.Namespace) -> int:
+    from vidattn.config import load_config
+    from vidattn.engine.train import resume_training, run_training
+
+    overrides = list(args.overrides)
+    if args.mfr_from:
+        overrides.append(f"distill.teacher={args.mfr_from}")
+    if args.resume:
+        result = resume_training(args.resume, overrides)
+    else:
+        if args.config is None:
+            raise ValueError("give a recipe (e.g. configs/tsm_w3_r50_8f_sthv1.yaml) or --resume RUN_DIR")
+        result = run_training(load_config(args.config, overrides))
+    print(f"run directory: {result.run_dir}")
+    print(json.dumps(result.metrics, indent=2, default=float))
+    return 0
+
+
+@_command("test")
+def _test(args: argparse.Namespace) -> int:
+    from vidattn.engine.evaluate import run_evaluation
+
+    result = run_evaluation(args.source, overrides=list(args.overrides), split=args.split, output_dir=args.out)
+    print(json.dumps(result.metrics, indent=2, default=float))
+    if result.output_dir is not None:
+        print(f"written to {result.output_dir}")
+    return 0
+
+
+@_command("predict")
+def _predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from vidattn.predict import annotate_video, predict_videos, write_predictions_json
+
+    preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, size=args.size,
+                           on_error="skip")
+    for p in preds:
+        if "error" in p:
+            print(f"{p['video']}: error: {p['error']}")
+            continue
+        print(p["video"])
+        for t in p["topk"]:
+            print(f"  {t['probability']:6.3f}  {t['label']}")
+    if args.json:
+        write_predictions_json(preds, args.json)
+    if args.annotate:
+        for p in preds:
+            if "error" not in p:
+                annotate_video(p["video"], p, Path(args.annotate) / f"{Path(p['video']).stem}_top{args.topk}.mp4")
+    return 1 if all("error" in p for p in preds) else 0
+
+
+@_command("visualize")
+def _visualize(args: argparse.Namespace) -> int:
+    from vidattn.analysis.visualize import visualize_video
+
+    written = visualize_video(args.video, args.weights, args.out, compare_weights=args.compare,
+                              num_frames=args.frames, size=args.size, stages=args.stages, mp4=args.mp4)
+    for kind, path in written.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+@_command("extract-frames")
+def _extract_frames(args: argparse.Namespace) -> int:
+    from vidattn.data.extract import extract_frames
+
+    report = extract_frames(args.src, args.dst, short_side=args.short_side or None, quality=args.quality,
+                            workers=args.workers, template=args.template, start_index=args.start_index,
+                            overwrite=args.overwrite)
+    print(f"extracted {len(report.extracted)}, already done {len(report.skipped)}, failed {len(report.failed)}; "
+          f"{report.num_frames} frames written to {args.dst}")
+    for path, cause in report.failed:
+        print(f"  failed: {path}: {cause}")
+    return 1 if report.failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +173,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true", help="print the W3 paper's Tables 1/6/8 rows beside ours")
     p.add_argument("--json", help="with --table: also write the rows to this JSON file")
 
-    sub.add_parser("quickstart", help="the README's main job")
+    p = sub.add_parser("quickstart", help="the README's main job: TSN vs TSM vs TSM+W3 on SynthActions",
+                       description="Generate SynthActions, train TSN, TSM and TSM+W3 with the same budget, "
+                                   "evaluate them and write a report (report.md, results.json, curves.png, "
+                                   "attention figures, predictions).")
+    p.add_argument("--out", default="vidattn-quickstart", help="report folder (default ./vidattn-quickstart)")
+    p.add_argument("--epochs", type=int, default=7, help="training epochs per model (default 7)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
+    p.add_argument("--videos-per-class", type=int, help="SynthActions size (default: the generator's)")
+
+    p = sub.add_parser("train", help="train a model from a recipe YAML",
+                       description="Train from a recipe (configs/*.yaml) with key=value overrides, e.g. "
+                                   "`vidattn train configs/tsm_r50_8f_sthv1.yaml data.root=/data/sthv1 "
+                                   "optim.lr=0.02`. Runs under torchrun unchanged (DDP).")
+    p.add_argument("config", nargs="?", help="recipe YAML")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run bit-for-bit")
+    p.add_argument("--mfr-from", metavar="RUN_DIR",
+                   help="MFR stage 2 (W3 eq. 9): distil the refined features of this stage-1 run")
+
+    p = sub.add_parser("test", help="evaluate a run directory or weights file",
+                       description="Evaluate with the run's config.eval views (clips x crops); override with "
+                                   "e.g. eval.clips=2 eval.crops=10 eval.full_res=true data.root=...")
+    p.add_argument("source", help="run directory or weights file")
+    p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
+    p.add_argument("--split", default="val", help="split to evaluate (default val)")
+    p.add_argument("--out", help="output folder (default RUN_DIR/eval-SPLIT-VIEWS)")
+
+    p = sub.add_parser("predict", help="top-5 labels with probabilities for videos",
+                       description="Top-k classes with probabilities per video (the UCF-101 paper's Fig. 2), "
+                                   "optionally as JSON and as annotated videos.")
+    p.add_argument("videos", nargs="+", help="video files or frame folders")
+    p.add_argument("--weights", required=True, help="weights file (.safetensors) or run directory")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--classes", help="class names file (one per line); default: from the run/weights")
+    p.add_argument("--size", type=int, help="crop size (default: the run's config, else 224)")
+    p.add_argument("--json", help="write the predictions to this JSON file")
+    p.add_argument("--annotate", metavar="DIR", help="write each video with its top-k overlaid into DIR")
+
+    p = sub.add_parser("visualize", help="W3 spatio-temporal attention over a video (W3 paper Fig. 3)",
+                       description="Overlay a model's spatio-temporal attention on evenly sampled frames: a PNG "
+                                   "grid (RGB row, one row per model) and a GIF (MP4 with --mp4); with "
+                                   "--compare, a second model (e.g. TSM+CBAM) in its own row.")
+    p.add_argument("video", help="video file or frame folder")
+    p.add_argument("--weights", required=True, help="weights file or run directory of an attention model")
+    p.add_argument("--compare", help="weights of a second attention model (e.g. CBAM) to show beside")
+    p.add_argument("--out", default="attention", help="output folder (default ./attention)")
+    p.add_argument("--frames", type=int, default=5, help="frames shown (default 5, as Fig. 3)")
+    p.add_argument("--size", type=int, help="crop size (default: the run's config, else 224)")
+    p.add_argument("--stages", type=int, default=1, help="average the last N stages' maps (default 1)")
+    p.add_argument("--mp4", action="store_true", help="also write an MP4")
+
+    p = sub.add_parser("extract-frames", help="turn a folder of videos into JPEG frame folders",
+                       description="Decode every video under SRC into DST/<relative path without extension>/"
+                                   "00001.jpg ... (resized, in parallel, resumable: finished folders are "
+                                   "skipped), the layout the frame-folder loaders read several times faster.")
+    p.add_argument("src", help="folder of videos (searched recursively)")
+    p.add_argument("dst", help="output folder")
+    p.add_argument("--short-side", type=int, default=256, help="resize the short side to this (0: keep)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--template", default="{:05d}.jpg", help="frame file name template (default {:05d}.jpg)")
+    p.add_argument("--start-index", type=int, default=1, help="number of the first frame (default 1)")
+    p.add_argument("--overwrite", action="store_true", help="redo folders that are already complete")
     return parser
 
 

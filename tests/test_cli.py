@@ -1,0 +1,114 @@
+"""Every `vidattn` subcommand end to end, as a user runs it: real processes, real SynthActions videos."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from vidattn.data import generate_synth_actions
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def vidattn(*args, check=True):
+    proc = subprocess.run([sys.executable, "-m", "vidattn.cli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=ROOT)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"vidattn {' '.join(map(str, args))} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth_cli")
+    return generate_synth_actions(root, num_classes=4, videos_per_class=4, num_frames=8, size=32,
+                                  split=(0.5, 0.25, 0.25), workers=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def run_dir(synth, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    proc = vidattn("train", "configs/synth_actions.yaml", f"data.root={synth}", "data.num_classes=4",
+                   "model.name=tsm_w3_r18", "model.options={base_width: 8}", "data.num_segments=4",
+                   "data.scale_size=32", "data.crop_size=32", "data.batch_size=4", "data.num_workers=0",
+                   "train.epochs=1", "train.max_steps_per_epoch=2", f"train.output_dir={out}", "train.run_name=cli",
+                   "train.progress=false")
+    assert "run directory:" in proc.stdout
+    return out / "cli"
+
+
+def test_train_writes_a_run_directory(run_dir):
+    assert (run_dir / "model_best.safetensors").is_file() or (run_dir / "model_last.safetensors").is_file()
+    assert (run_dir / "run.json").is_file() and (run_dir / "curves.png").is_file()
+
+
+def test_test_evaluates_a_run(run_dir):
+    proc = vidattn("test", run_dir, "--split", "test")
+    metrics = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    assert 0 <= metrics["top1"] <= 100 and metrics["num_samples"] == 4
+
+
+def test_predict_prints_top5_writes_json_and_annotated_video(run_dir, synth, tmp_path):
+    video = next((synth / "videos").rglob("*.avi"))
+    proc = vidattn("predict", video, "--weights", run_dir, "--topk", "3", "--json", tmp_path / "p.json",
+                   "--annotate", tmp_path / "ann")
+    assert str(video) in proc.stdout
+    preds = json.loads((tmp_path / "p.json").read_text())
+    probs = [t["probability"] for t in preds[0]["topk"]]
+    assert len(probs) == 3 and probs == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+    classes = (synth / "classes.txt").read_text().split()
+    assert {t["label"] for t in preds[0]["topk"]} <= set(classes)
+    assert len(list((tmp_path / "ann").glob("*.mp4"))) == 1
+
+
+def test_visualize_writes_the_figure(run_dir, synth, tmp_path):
+    video = next((synth / "videos").rglob("*.avi"))
+    vidattn("visualize", video, "--weights", run_dir, "--out", tmp_path / "att", "--frames", "4")
+    png = Image.open(tmp_path / "att" / "attention.png")
+    assert png.width > png.height > 0
+    gif = Image.open(tmp_path / "att" / "attention.gif")
+    assert gif.n_frames >= 4
+
+
+def test_list_models_and_flops():
+    assert "tsm_w3_r50" in vidattn("list-models", "tsm_*").stdout.split()
+    assert "32.70 GMACs" in vidattn("flops", "tsm_r50").stdout
+
+
+def test_bad_input_is_one_line_naming_the_problem(tmp_path):
+    proc = vidattn("train", tmp_path / "missing.yaml", check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "missing.yaml" in err[0]
+    proc = vidattn("flops", "tsm_w9_r50", check=False)
+    assert proc.returncode == 2 and "unknown model 'tsm_w9_r50'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    proc = vidattn("quickstart", "--out", out, "--epochs", "1", "--videos-per-class", "6", "--threads", "1")
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["models"]) == {"tsn", "tsm", "tsm_w3"}
+    for m in results["models"].values():
+        assert 0 <= m["top1"] <= 100 and 0 <= m["reversal_pair_accuracy"] <= 100
+    assert (out / "report.md").read_text().startswith("# vidattn quickstart")
+    assert (out / "curves.png").is_file() and results["attention"]["figures"]
+    assert 0 < results["attention"]["in_box"]["box_area_fraction"] < 1
+    assert "quickstart wall time" in proc.stdout
+
+
+def test_extract_frames_then_predict_on_the_folder(synth, run_dir, tmp_path):
+    proc = vidattn("extract-frames", synth / "videos", tmp_path / "frames", "--short-side", "0", "--workers", "1")
+    assert "failed 0" in proc.stdout
+    folders = sorted(p for p in (tmp_path / "frames").rglob("*") if p.is_dir() and any(p.glob("*.jpg")))
+    assert len(folders) == 16 and len(list(folders[0].glob("*.jpg"))) == 8
+    again = vidattn("extract-frames", synth / "videos", tmp_path / "frames", "--workers", "1")
+    assert "extracted 0, already done 16" in again.stdout
+    proc = vidattn("predict", folders[0], "--weights", run_dir)
+    assert str(folders[0]) in proc.stdout
