@@ -9,12 +9,13 @@ from vidattn.models.compat import (
     load_weights,
     save_weights,
 )
-from vidattn.models.recognizer import VideoOutput, VideoRecognizer
+from vidattn.models.recognizer import VideoModel, VideoOutput, VideoRecognizer
 from vidattn.models.registry import create_model, list_models, register_model
 
 __all__ = [
     "CheckpointError",
     "LoadReport",
+    "VideoModel",
     "VideoOutput",
     "VideoRecognizer",
     "build_from_weights",

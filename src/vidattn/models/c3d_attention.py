@@ -17,10 +17,10 @@ import torch
 from torch import Tensor, nn
 
 from vidattn.models.heads import ClassifierHead
-from vidattn.models.recognizer import Logits, VideoOutput
+from vidattn.models.recognizer import Logits, VideoModel, VideoOutput
 
 
-class C3DAttention(nn.Module):
+class C3DAttention(VideoModel):
     """3D-ConvNet (+ Attention when `attention=True`) of the UCF-101 paper.
 
     Args:
@@ -51,17 +51,8 @@ class C3DAttention(nn.Module):
         self.num_features = width
         self.head = ClassifierHead(width, num_classes, dropout=0.0, init_std=0.01)
 
-    def forward(self, x: Tensor, return_all: bool = False) -> Logits | VideoOutput:
-        out = self.forward_features(x, keep_maps=return_all)
-        logits = self.forward_head(out.features)
-        if return_all:
-            out.logits = logits
-            return out
-        return logits
-
     def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
-        if x.dim() != 5 or x.shape[1] != 3:
-            raise ValueError(f"expected a clip batch (B, 3, T, H, W), got shape {tuple(x.shape)}")
+        self.check_clip(x)
         f = self.relu(self.conv(x))
         maps: dict[str, dict[str, Tensor]] = {}
         if self.gate is not None:

@@ -37,7 +37,31 @@ class VideoOutput:
     attention: dict[str, dict[str, Tensor]] = field(default_factory=dict)
 
 
-class VideoRecognizer(nn.Module):
+class VideoModel(nn.Module):
+    """The interface of every vidattn model (timm's): `forward_features`, `forward_head`, and `forward`
+    returning logits, or a `VideoOutput` with features and attention maps when `return_all=True`."""
+
+    def forward(self, x: Tensor, return_all: bool = False) -> Logits | VideoOutput:
+        out = self.forward_features(x, keep_maps=return_all)
+        logits = self.forward_head(out.features)
+        if return_all:
+            out.logits = logits
+            return out
+        return logits
+
+    def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
+        raise NotImplementedError
+
+    def forward_head(self, features: Tensor) -> Logits:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_clip(x: Tensor) -> None:
+        if x.dim() != 5 or x.shape[1] != 3:
+            raise ValueError(f"expected a clip batch (B, 3, T, H, W), got shape {tuple(x.shape)}")
+
+
+class VideoRecognizer(VideoModel):
     """Backbone + AFR + head + consensus. `per_frame=True` for 2D backbones, False for 3D ones."""
 
     def __init__(self, backbone: ResNetStages, num_classes: int | Sequence[int], num_segments: int,
@@ -52,18 +76,9 @@ class VideoRecognizer(nn.Module):
         self.afr = AttentionRefinement(4, backbone.num_features) if afr else None
         self.head = ClassifierHead(backbone.num_features, num_classes, dropout)
 
-    def forward(self, x: Tensor, return_all: bool = False) -> Logits | VideoOutput:
-        out = self.forward_features(x, keep_maps=return_all)
-        logits = self.forward_head(out.features)
-        if return_all:
-            out.logits = logits
-            return out
-        return logits
-
     def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
         """Backbone and AFR: the refined feature map (and attention maps when `keep_maps`)."""
-        if x.dim() != 5 or x.shape[1] != 3:
-            raise ValueError(f"expected a clip batch (B, 3, T, H, W), got shape {tuple(x.shape)}")
+        self.check_clip(x)
         b, _, t = x.shape[:3]
         if self.per_frame:
             if t != self.num_segments:
