@@ -87,7 +87,8 @@ def _num_classes(data_root: Path) -> int:
     return int(json.loads((data_root / "synth_actions.json").read_text())["config"]["num_classes"])
 
 
-def _test_records(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:  # noqa: ANN401
+def _evaluate_test(run_dir: Path, cfg: Any) -> tuple[dict[str, float], list[dict[str, Any]]]:  # noqa: ANN401
+    """The engine's test-split metrics (top-1/5 in percent) and per-video records of a run's best weights."""
     from vidattn.engine.builders import build_eval_loader, build_model_from_weights
     from vidattn.engine.checkpoint import find_weights
     from vidattn.engine.distributed import DistInfo
@@ -96,8 +97,8 @@ def _test_records(run_dir: Path, cfg: Any) -> list[dict[str, Any]]:  # noqa: ANN
     device = torch.device("cpu")
     model = build_model_from_weights(find_weights(run_dir), cfg).to(device)
     loader, _ = build_eval_loader(cfg, "test", DistInfo(device=device))
-    _, records, _ = evaluate(model, loader, device)
-    return records
+    metrics, records, _ = evaluate(model, loader, device)
+    return metrics, records
 
 
 def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]:
@@ -122,15 +123,13 @@ def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]
         t0 = time.perf_counter()
         run = run_training(cfg)
         train_seconds = time.perf_counter() - t0
-        records = _test_records(run.run_dir, cfg)
+        metrics, records = _evaluate_test(run.run_dir, cfg)
         scores = np.stack([r["scores"][0].float().numpy() for r in records])
         labels = np.array([r["label"][0] for r in records])
-        top1 = float((scores.argmax(1) == labels).mean() * 100)
-        top5 = float((np.argsort(-scores, 1)[:, :5] == labels[:, None]).any(1).mean() * 100)
         results["models"][key] = {
             "model": cfg.model.name,
-            "top1": round(top1, 2),
-            "top5": round(top5, 2),
+            "top1": round(metrics["top1"], 2),
+            "top5": round(metrics["top5"], 2),
             "reversal_pair_accuracy": round(100 * reversal_pair_accuracy(scores, labels, pairs), 2),
             "best_val_top1": run.best.get("value"),
             "train_seconds": round(train_seconds, 1),
