@@ -51,6 +51,13 @@ def _temporal_factory(temporal: str | None, shift_div: int, tam_identity_init: b
     raise ValueError(f"unknown temporal module {temporal!r}; choose 'shift', 'tam' or None")
 
 
+def _use_afr(afr: bool | None, attention: str | None, attention_options: Mapping[str, Any] | None) -> bool:
+    """AFR defaults to on for W3 with its spatial sub-module (the paper's full model; it needs the masks)."""
+    if afr is not None:
+        return afr
+    return attention == "w3" and bool((attention_options or {}).get("spatial", True))
+
+
 def build_recognizer2d(
     depth: int,
     num_classes: int | Sequence[int],
@@ -90,7 +97,7 @@ def build_recognizer2d(
         base_width=base_width,
         stem=stem,
     )
-    use_afr = (attention == "w3" and (attention_options or {}).get("spatial", True)) if afr is None else afr
+    use_afr = _use_afr(afr, attention, attention_options)
     return VideoRecognizer(backbone, num_classes, num_segments, per_frame=True, dropout=dropout, afr=use_afr)
 
 
@@ -122,7 +129,7 @@ def build_recognizer3d(
         inflation=inflation,
         base_width=base_width,
     )
-    use_afr = (attention == "w3" and (attention_options or {}).get("spatial", True)) if afr is None else afr
+    use_afr = _use_afr(afr, attention, attention_options)
     return VideoRecognizer(backbone, num_classes, num_segments, per_frame=False, dropout=dropout, afr=use_afr)
 
 
