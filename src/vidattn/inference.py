@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from vidattn.runtime import tune_cpu_allocator
+
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -116,6 +118,9 @@ def plan_inference(model: nn.Module, device: str | torch.device = "auto", precis
         channels_last = bool(channels_last)
         reasons.append(f"channels_last: {channels_last} (forced)")
     reasons.append("compile: torch.compile with inductor freezing" if compile else "compile: off (eager)")
+    if dev.type == "cpu":
+        reasons.append("allocator: " + ("glibc malloc keeps large freed blocks (vidattn.runtime)"
+                                        if tune_cpu_allocator() else "system default"))
     return InferencePlan(dev, precision, channels_last, compile, tuple(reasons))
 
 

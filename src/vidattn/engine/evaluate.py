@@ -37,6 +37,7 @@ from vidattn.engine.distributed import (
     init_distributed,
 )
 from vidattn.engine.submission import write_epic_submission, write_something_predictions
+from vidattn.runtime import tune_cpu_allocator
 
 __all__ = [
     "EvalResult",
@@ -249,6 +250,8 @@ def run_evaluation(
     info: DistInfo = init_distributed(cfg.train.device)
     try:
         model = build_model_from_weights(weights, cfg).to(info.device)
+        if info.device.type == "cpu":
+            tune_cpu_allocator()
         loader, dataset = build_eval_loader(cfg, split, info, views=True)
         metrics, records, cms = evaluate(
             model,
