@@ -45,6 +45,35 @@ def test_w3_matches_equations_1_to_6():
     torch.testing.assert_close(module(x), w3_reference(module, x, 4), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("module_cls", [W3Attention, CBAM])
+def test_fast_paths_match_reference_channels_last_fused_residual_and_in_place(module_cls):
+    """The inference path (channels-last map, residual add fused into the last multiply, the caller's map
+    overwritten) gives the reference result; with autograd on, `overwrite` never touches the input and
+    gradients equal those of attention(x) + residual."""
+    torch.manual_seed(0)
+    module = module_cls(32, num_segments=4, reduction=4).eval()
+    x = torch.randn(8, 32, 6, 5)
+    residual = torch.randn(8, 32, 6, 5).contiguous(memory_format=torch.channels_last)
+    expected = (w3_reference(module, x, 4) if module_cls is W3Attention else module(x)) + residual
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        owned = x_cl.clone()
+        out, _ = module.forward_with_maps(owned, residual=residual, overwrite=True)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert out.data_ptr() == owned.data_ptr()  # written into the caller's temporary, no new map
+        kept = x_cl.clone()
+        torch.testing.assert_close(module.forward_with_maps(kept, residual=residual)[0], expected,
+                                   rtol=1e-5, atol=1e-5)
+        assert torch.equal(kept, x_cl)  # without overwrite the input stays as it was
+    a = x_cl.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    out_a, _ = module.forward_with_maps(a, residual=residual, overwrite=True)
+    torch.testing.assert_close(a.detach(), x_cl)
+    out_a.square().sum().backward()
+    (module(b) + residual).square().sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_w3_on_3d_maps_equals_2d_layout():
     """The same module serves a 3D network's (N, C, T, H, W) map without any change."""
     module = W3Attention(16, num_segments=5, reduction=4)

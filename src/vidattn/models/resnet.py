@@ -9,7 +9,8 @@ Slots, in the style of timm's `attn_layer` (STYLE.md):
 - `temporal`: a module applied to the residual branch input ("residual", TSM's "blockres") or to the
   whole block input ("block"): temporal shift or TAM.
 - `attn`: applied to the residual branch output after its last BN, before the residual add (CBAM's
-  placement; W3 "at each residual block").
+  placement; W3 "at each residual block"). Its `forward_with_maps(x, residual, overwrite)` returns
+  `attention(x) + residual` and the masks, so the add joins its last multiply (`attention.gating`).
 - `post`: applied to the block output (TSM's non-local blocks).
 """
 
@@ -82,9 +83,11 @@ class _ResidualBlock(nn.Module):
         branch = self.temporal(x) if self.temporal is not None and self.temporal_place == "residual" else x
         out = self.residual(branch)
         maps = None
-        if self.attn is not None:
-            out, maps = self.attn.forward_with_maps(out)
-        out = self.relu(out + identity)
+        if self.attn is not None:  # the attention adds the identity in its last multiply (one pass)
+            out, maps = self.attn.forward_with_maps(out, residual=identity, overwrite=True)
+        else:
+            out += identity  # in place, as torchvision does: `out` is the block's own BN output
+        out = self.relu(out)
         if self.post is not None:
             out = self.post(out)
         return out, maps

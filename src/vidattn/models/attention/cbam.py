@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from vidattn.models.attention.gating import apply_mask
+
 
 class CBAM(nn.Module):
     """CBAM on `(N*T, C, H, W)` (or any `(B, C, *spatial)` 2D map); time plays no part."""
@@ -27,10 +29,12 @@ class CBAM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_maps(x)[0]
 
-    def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Attend `x`; also return the masks "channel" (B, C) and "spatial" (B, H, W)."""
+    def forward_with_maps(self, x: Tensor, residual: Tensor | None = None, overwrite: bool = False
+                          ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Attend `x` (+ `residual`, added in the last multiply); also return the masks "channel" (B, C) and
+        "spatial" (B, H, W). `overwrite`: `x` may be reused for the output when autograd is off."""
         m_c = torch.sigmoid(self.channel_mlp(x.mean(dim=(2, 3))) + self.channel_mlp(x.amax(dim=(2, 3))))
-        f_c = x * m_c[:, :, None, None]
+        f_c = apply_mask(x, m_c[:, :, None, None], overwrite=overwrite)
         pooled = torch.cat((f_c.amax(dim=1, keepdim=True), f_c.mean(dim=1, keepdim=True)), dim=1)
         m_s = torch.sigmoid(self.spatial_bn(self.spatial_conv(pooled)))
-        return f_c * m_s, {"channel": m_c, "spatial": m_s.squeeze(1)}
+        return apply_mask(f_c, m_s, residual, overwrite=True), {"channel": m_c, "spatial": m_s.squeeze(1)}

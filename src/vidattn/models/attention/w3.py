@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidattn.models.attention.gating import apply_mask
+
 
 class W3Attention(nn.Module):
     """W3 attention for `channels` feature channels.
@@ -82,12 +84,16 @@ class W3Attention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_maps(x)[0]
 
-    def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Attend `x`; also return the masks: "channel" (N, T, C) and, with `spatial`, "spatial" (N, T, H, W).
+    def forward_with_maps(self, x: Tensor, residual: Tensor | None = None, overwrite: bool = False
+                          ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Attend `x` (+ `residual`, added in the last multiply); also return the masks: "channel" (N, T, C)
+        and, with `spatial`, "spatial" (N, T, H, W). `overwrite`: `x` is the caller's temporary and may be
+        reused for the output when autograd is off (`gating.apply_mask`).
 
         Speed: every full-size op runs on `x` in its own layout (a broadcast multiply on a 5D *view* of a
         channels-last map is several times slower than on the 4D map); the masks are reshaped instead.
-        Without autograd, the spatial multiply happens in place on F^c (one full tensor written, not two).
+        Full-size passes: two reads for the pooled descriptors, the channel multiply, two reads for the
+        channel-pooled maps, and the spatial multiply fused with the residual add.
         """
         layout = _Layout(x, self.num_segments)
         n, t = layout.n, layout.t
@@ -96,23 +102,43 @@ class W3Attention(nn.Module):
         d = self.channel_mlp(layout.descriptors(d))  # (2N, T, C)
         m_c = torch.sigmoid(d[:n] + d[n:])
         if self.temporal:  # Eq. 4: temporal reasoning over each channel's sequence.
-            m_c = torch.sigmoid(self.channel_temporal(m_c.transpose(1, 2))).transpose(1, 2)
-        f_c = x * layout.channel_mask(m_c).to(x.dtype)
+            conv_a, relu, conv_b = self.channel_temporal
+            m_c = torch.sigmoid(_conv_over_time(relu(_conv_over_time(m_c, conv_a)), conv_b))
         maps = {"channel": m_c}
         if not self.spatial:
-            return f_c, maps
-        # Eq. 5: frame-level spatial attention from channel-pooled [avg, max] maps (N*T, 2, H, W).
-        pooled = layout.frames(torch.cat((f_c.mean(dim=1, keepdim=True), f_c.amax(dim=1, keepdim=True)), dim=1))
+            return apply_mask(x, layout.channel_mask(m_c).to(x.dtype), residual, overwrite), maps
+        f_c = apply_mask(x, layout.channel_mask(m_c).to(x.dtype), overwrite=overwrite)
+        # Eq. 5: frame-level spatial attention from channel-pooled [avg, max] maps, stacked channels-last
+        # as (N*T, 2, H, W) frames (the small conv runs ~2x faster so than on a 2-channel NCHW map).
+        pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
+        pooled = pooled.reshape(-1, *pooled.shape[-3:]).permute(0, 3, 1, 2)
         m_s = torch.sigmoid(self.spatial_conv(pooled)).view(n, t, 1, *pooled.shape[2:])
         if self.temporal:  # Eq. 6: two 3D convs over the stacked frame maps, run as 2D convs (see below).
             conv_a, relu, conv_b = self.spatial_temporal
             m_s = torch.sigmoid(_time_conv_as_2d(relu(_time_conv_as_2d(m_s, conv_a)), conv_b))
         m_s = m_s.squeeze(2)
         maps["spatial"] = m_s
-        gate = layout.spatial_mask(m_s).to(f_c.dtype)
-        if torch.is_grad_enabled() and (f_c.requires_grad or gate.requires_grad):
-            return f_c * gate, maps
-        return f_c.mul_(gate), maps
+        # f_c is this module's own tensor (or the caller's, with overwrite): the last multiply may reuse it
+        return apply_mask(f_c, layout.spatial_mask(m_s).to(f_c.dtype), residual, overwrite=True), maps
+
+
+def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
+    """`conv` (stride 1, "same" padding) over the time axis of `v` (N, T, C), returned as (N, T, C').
+
+    The depthwise case (the default of eq. 4) runs as k shifted multiply-adds on the (N, T, C) sequence
+    itself: the same sums as `conv`, without the transposes and the per-call overhead of a convolution
+    primitive on a map of a few thousand numbers (16 such convs per W3 network, two per block).
+    """
+    c = v.shape[-1]
+    if conv.groups != c or conv.out_channels != c:
+        return conv(v.transpose(1, 2)).transpose(1, 2)
+    t, (k,), (pad,) = v.shape[1], conv.kernel_size, conv.padding
+    padded = F.pad(v, (0, 0, pad, pad))  # zero steps at both clip ends
+    weight = conv.weight[:, 0, :]  # (C, k)
+    out = padded[:, :t] * weight[:, 0] if conv.bias is None else torch.addcmul(conv.bias, padded[:, :t], weight[:, 0])
+    for i in range(1, k):
+        out = torch.addcmul(out, padded[:, i:i + t], weight[:, i])
+    return out
 
 
 def _time_conv_as_2d(v: Tensor, conv: nn.Conv3d) -> Tensor:
@@ -120,15 +146,16 @@ def _time_conv_as_2d(v: Tensor, conv: nn.Conv3d) -> Tensor:
 
     The same sums as `conv` on (N, C, T, H, W), computed as one 2D conv over the kt neighbouring frames
     stacked as channels: these maps have 1-4 channels, where PyTorch's CPU Conv3d falls back to a slow
-    kernel; stacking copies only the small map.
+    kernel; stacking copies only the small map, and stacks it channels-last (the faster small 2D conv).
     """
     n, t = v.shape[:2]
     kt, pt = conv.kernel_size[0], conv.padding[0]
-    padded = F.pad(v, (0, 0, 0, 0, 0, 0, pt, pt))  # zero frames at both clip ends
-    stacked = torch.cat([padded[:, i:i + t] for i in range(kt)], dim=2)  # channel i*C + c: frame t+i-pt
-    # (C', kt*C, kh, kw), same channel order; contiguous, else PyTorch's CPU conv2d takes its slow path
-    weight = conv.weight.transpose(1, 2).flatten(1, 2).contiguous()
-    y = F.conv2d(stacked.flatten(0, 1), weight, conv.bias, padding=conv.padding[1:])
+    padded = F.pad(v.permute(0, 1, 3, 4, 2), (0, 0, 0, 0, 0, 0, pt, pt))  # (N, T+2pt, H, W, C), zero end frames
+    stacked = torch.cat([padded[:, i:i + t] for i in range(kt)], dim=-1)  # channel i*C + c: frame t+i-pt
+    stacked = stacked.flatten(0, 1).permute(0, 3, 1, 2)  # (N*T, kt*C, H, W), channels-last
+    # (C', kt*C, kh, kw), same channel order, channels-last like the map
+    weight = conv.weight.transpose(1, 2).flatten(1, 2).contiguous(memory_format=torch.channels_last)
+    y = F.conv2d(stacked, weight, conv.bias, padding=conv.padding[1:])
     return y.view(n, t, *y.shape[1:])
 
 
@@ -162,7 +189,3 @@ class _Layout:
     def spatial_mask(self, m_s: Tensor) -> Tensor:
         """(N, T, H, W) -> broadcastable against the map."""
         return m_s.unsqueeze(1) if self.five_d else m_s.reshape(-1, 1, *m_s.shape[2:])
-
-    def frames(self, pooled: Tensor) -> Tensor:
-        """A channel-pooled map, (N, 2, T, H, W) or (N*T, 2, H, W), as (N*T, 2, H, W)."""
-        return pooled.transpose(1, 2).flatten(0, 1) if self.five_d else pooled
