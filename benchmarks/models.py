@@ -1,9 +1,10 @@
 """Model throughput: clips/s, ms/clip and achieved GFLOP/s against the measured matmul ceiling.
 
 Every group (frames T, batch B, precision, eager/compiled) times its models interleaved in one process
-(model 1, model 2, ..., model 1, ...), median of `--repeats` runs after `--warmup` runs, so the ratios
-between rows are fair on a shared, noisy machine. Inference goes through `vidattn.inference.Predictor` with
-the precision forced, channels-last on (the default path). Rows:
+(model 1, model 2, ..., model 1, ...), `--repeats` rounds after `--warmup` rounds; a row reports the median,
+a ratio between rows the median of the per-round ratios, so it is fair on a shared, noisy machine.
+Inference goes through `vidattn.inference.Predictor` with the precision forced, channels-last on (the
+default path, which also tunes glibc's allocator: `vidattn.runtime`). Rows:
   - tsn_r50 (= ResNet-50 over the T frames + average: the "plain ResNet-50" row, same MACs), tsm_r50,
     tsm_w3_r50 (with AFR, the paper's model), tsm_w3_r50 without AFR, tsm_cbam_r50, tsm_nl_r50;
   - the UCF-101 paper's c3d_attention / c3d at 16x112x112: ours (Predictor, fp32 channels_last_3d) vs a naive
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from vidattn.analysis.flops import count_model
 from vidattn.inference import Predictor, bf16_is_fast, to_channels_last
 from vidattn.models import create_model
+from vidattn.runtime import tune_cpu_allocator
 
 MODELS = {  # row name -> (registry name, options)
     "tsn_r50 (plain R50)": ("tsn_r50", {}),
@@ -49,8 +51,9 @@ MODELS = {  # row name -> (registry name, options)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each function, timed round-robin after `warmup` rounds."""
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of `repeats` rounds, timed round-robin after `warmup`
+    rounds (so round r of every function ran at nearly the same time: see `paired_ratio`)."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -60,7 +63,12 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int)
             start = time.perf_counter()
             fn()
             times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired_ratio(a: list[float], b: list[float]) -> float:
+    """Median over rounds of a[r] / b[r]: a shared machine's slow spells hit both rows of a round alike."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def matmul_ceiling(precision: str, repeats: int = 7) -> float:
@@ -83,11 +91,12 @@ def matmul_ceiling(precision: str, repeats: int = 7) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _row(name: str, group: dict, sec: float, macs: float, ceiling: float) -> dict:
+def _row(name: str, group: dict, times: list[float], macs: float, ceiling: float) -> dict:
+    sec = statistics.median(times)
     gflops = 2 * macs * group["batch"] / sec / 1e9
     return {"name": name, **group, "ms_per_clip": 1e3 * sec / group["batch"], "clips_per_s": group["batch"] / sec,
             "gmacs_per_clip": macs / 1e9, "gflops": gflops, "ceiling_gflops": ceiling,
-            "fraction_of_ceiling": gflops / ceiling}
+            "fraction_of_ceiling": gflops / ceiling, "round_ms": [1e3 * t / group["batch"] for t in times]}
 
 
 def bench_recognizers(names: list[str], frames: int, batch: int, precision: str, mode: str, size: int,
@@ -189,26 +198,28 @@ def print_table(rows: list[dict]) -> None:
 def ratios(rows: list[dict]) -> list[dict]:
     """The issue's target ratios, within each group."""
     out = []
-    groups: dict[tuple, dict[str, float]] = {}
+    groups: dict[tuple, dict[str, list[float]]] = {}
     for r in rows:
         groups.setdefault((r["frames"], r["batch"], r["size"], r["precision"], r["mode"]), {})[r["name"]] = \
-            r["ms_per_clip"]
+            r["round_ms"]
     pairs = [("tsm_r50", "tsn_r50 (plain R50)", 1.05), ("tsm_w3_r50 (AFR)", "tsm_r50", 1.10),
              ("tsm_w3_r50 (no AFR)", "tsm_r50", None), ("tsm_cbam_r50", "tsm_r50", None),
              ("tsm_nl_r50", "tsm_r50", None)]
     for key, ms in groups.items():
         for a, b, target in pairs:
             if a in ms and b in ms:
-                out.append({"group": key, "ratio": f"{a} / {b}", "value": ms[a] / ms[b], "target": target})
+                out.append({"group": key, "ratio": f"{a} / {b}", "value": paired_ratio(ms[a], ms[b]),
+                            "target": target})
         naive = [v for k, v in ms.items() if "naive" in k]
         for k, v in ms.items():
             if naive and "predictor" in k:
-                out.append({"group": key, "ratio": f"naive / {k}", "value": naive[0] / v, "target": 2.0})
-    train = {r["name"]: r["ms_per_clip"] for r in rows if r["mode"] == "train"}
+                out.append({"group": key, "ratio": f"naive / {k}", "value": paired_ratio(naive[0], v),
+                            "target": 2.0})
+    train = {r["name"]: r["round_ms"] for r in rows if r["mode"] == "train"}
     base = train.get("train step tsm_w3_r50 fp32 eager contiguous")
     for k, v in train.items():
         if base and k != "train step tsm_w3_r50 fp32 eager contiguous":
-            out.append({"group": "train", "ratio": f"fp32 eager / {k}", "value": base / v,
+            out.append({"group": "train", "ratio": f"fp32 eager / {k}", "value": paired_ratio(base, v),
                         "target": 1.8 if "bf16" in k else None})
     return out
 
@@ -239,7 +250,7 @@ def main() -> None:
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "machine": platform.machine(),
             "processor": platform.processor(), "torch": torch.__version__, "threads": args.threads,
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "bf16_native": fast, "bf16_evidence": why,
-            "matmul_ceiling_gflops": ceilings}
+            "matmul_ceiling_gflops": ceilings, "cpu_allocator_tuned": tune_cpu_allocator()}
     print(json.dumps(meta, indent=1))
     rows: list[dict] = []
     if not args.no_recognizers:
