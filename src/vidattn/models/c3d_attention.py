@@ -14,8 +14,11 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vidattn.models.attention.gating import apply_mask
+from vidattn.models.frames import conv3d_on_frames
 from vidattn.models.heads import ClassifierHead
 from vidattn.models.recognizer import Logits, VideoModel, VideoOutput
 
@@ -39,7 +42,6 @@ class C3DAttention(VideoModel):
             raise ValueError(f"gate must be 'conv' or 'self', not {gate!r}")
         self.num_segments = num_segments
         self.conv = nn.Conv3d(3, channels, kernel_size, padding=kernel_size // 2)
-        self.relu = nn.ReLU(inplace=True)
         self.gate = (nn.Conv3d(channels, channels, 1) if gate == "conv" else nn.Identity()) if attention else None
         self.pool = nn.AdaptiveAvgPool3d(tuple(pool_output))
         layers: list[nn.Module] = []
@@ -52,18 +54,35 @@ class C3DAttention(VideoModel):
         self.head = ClassifierHead(width, num_classes, dropout=0.0, init_std=0.01)
 
     def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
+        """Features F (or F * gate) as `(B, C, T, H, W)`; on CPU a view of channels-last frames.
+
+        Speed (docs/performance.md): the clip is processed as frames, the 3D convs as 2D convs over stacked
+        neighbouring frames with ReLU/sigmoid fused (`frames.conv3d_on_frames`), the gate multiply in place
+        when autograd is off: the same sums as the Conv3d layers.
+        """
         self.check_clip(x)
-        f = self.relu(self.conv(x))
+        f = conv3d_on_frames(x.transpose(1, 2), self.conv, "relu")  # (B, T, C, H, W)
         maps: dict[str, dict[str, Tensor]] = {}
         if self.gate is not None:
-            g = torch.sigmoid(self.gate(f))
-            f = f * g
+            g = conv3d_on_frames(f, self.gate, "sigmoid") if isinstance(self.gate, nn.Conv3d) else torch.sigmoid(f)
             if keep_maps:
-                maps["gate"] = {"spatial": g.mean(dim=1)}  # (B, T, H, W), averaged over channels
-        return VideoOutput(logits=(), features=f, attention=maps)
+                maps["gate"] = {"spatial": g.mean(dim=2)}  # (B, T, H, W), averaged over channels
+            f = apply_mask(f, g, overwrite=True)  # f is this forward's own map
+        return VideoOutput(logits=(), features=f.transpose(1, 2), attention=maps)
+
+    def pool_features(self, features: Tensor) -> Tensor:
+        """The 3D adaptive average pooling of `features` (B, C, T, H, W), computed as 2D pooling per frame,
+        then over time: the same averages (each output bin is a product of a time and a space bin)."""
+        b, c, t = features.shape[:3]
+        t_out, h_out, w_out = self.pool.output_size
+        frames = F.adaptive_avg_pool2d(features.transpose(1, 2).flatten(0, 1), (h_out, w_out))
+        frames = frames.reshape(b, t, c, h_out, w_out)
+        if t % t_out == 0:  # equal bins: a mean over each group of frames
+            return frames.view(b, t_out, t // t_out, c, h_out, w_out).mean(dim=2).transpose(1, 2)
+        return F.adaptive_avg_pool3d(frames.transpose(1, 2), (t_out, h_out, w_out))
 
     def forward_head(self, features: Tensor) -> Logits:
-        return self.head(self.fc(self.pool(features)))
+        return self.head(self.fc(self.pool_features(features)))
 
     def reset_classifier(self, num_classes: int | Sequence[int], dropout: float | None = None) -> None:
         self.head = ClassifierHead(self.num_features, num_classes, dropout=0.0, init_std=0.01)

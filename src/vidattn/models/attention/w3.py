@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidattn.models.attention.gating import apply_mask
+from vidattn.models.frames import conv3d_on_frames
 
 
 class W3Attention(nn.Module):
@@ -113,9 +114,9 @@ class W3Attention(nn.Module):
         pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
         pooled = pooled.reshape(-1, *pooled.shape[-3:]).permute(0, 3, 1, 2)
         m_s = torch.sigmoid(self.spatial_conv(pooled)).view(n, t, 1, *pooled.shape[2:])
-        if self.temporal:  # Eq. 6: two 3D convs over the stacked frame maps, run as 2D convs (see below).
-            conv_a, relu, conv_b = self.spatial_temporal
-            m_s = torch.sigmoid(_time_conv_as_2d(relu(_time_conv_as_2d(m_s, conv_a)), conv_b))
+        if self.temporal:  # Eq. 6: two 3D convs over the stacked frame maps (as 2D convs on CPU: `frames`).
+            conv_a, _, conv_b = self.spatial_temporal  # conv, ReLU, conv
+            m_s = conv3d_on_frames(conv3d_on_frames(m_s, conv_a, "relu"), conv_b, "sigmoid")
         m_s = m_s.squeeze(2)
         maps["spatial"] = m_s
         # f_c is this module's own tensor (or the caller's, with overwrite): the last multiply may reuse it
@@ -139,24 +140,6 @@ def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
     for i in range(1, k):
         out = torch.addcmul(out, padded[:, i:i + t], weight[:, i])
     return out
-
-
-def _time_conv_as_2d(v: Tensor, conv: nn.Conv3d) -> Tensor:
-    """`conv` (kernel kt x kh x kw, stride 1) on frames `v` (N, T, C, H, W), returned as (N, T, C', H, W).
-
-    The same sums as `conv` on (N, C, T, H, W), computed as one 2D conv over the kt neighbouring frames
-    stacked as channels: these maps have 1-4 channels, where PyTorch's CPU Conv3d falls back to a slow
-    kernel; stacking copies only the small map, and stacks it channels-last (the faster small 2D conv).
-    """
-    n, t = v.shape[:2]
-    kt, pt = conv.kernel_size[0], conv.padding[0]
-    padded = F.pad(v.permute(0, 1, 3, 4, 2), (0, 0, 0, 0, 0, 0, pt, pt))  # (N, T+2pt, H, W, C), zero end frames
-    stacked = torch.cat([padded[:, i:i + t] for i in range(kt)], dim=-1)  # channel i*C + c: frame t+i-pt
-    stacked = stacked.flatten(0, 1).permute(0, 3, 1, 2)  # (N*T, kt*C, H, W), channels-last
-    # (C', kt*C, kh, kw), same channel order, channels-last like the map
-    weight = conv.weight.transpose(1, 2).flatten(1, 2).contiguous(memory_format=torch.channels_last)
-    y = F.conv2d(stacked, weight, conv.bias, padding=conv.padding[1:])
-    return y.view(n, t, *y.shape[1:])
 
 
 class _Layout:

@@ -1,0 +1,74 @@
+"""3D convolutions on clips held as frames `(N, T, C, H, W)`, computed as 2D convolutions where that is faster.
+
+PyTorch's CPU Conv3d runs its slow vol2col kernel for few input channels (the UCF-101 paper's RGB conv,
+W3's 1-4 channel maps of eq. 6) and for 1x1x1 kernels it is no faster than the 2D one. A kt x kh x kw conv
+over T is the same sums as a kh x kw 2D conv over the kt neighbouring frames stacked as channels, which runs
+on oneDNN's channels-last 2D kernels; stacking copies only the (small) input. Measured on the 2-core CPU
+(docs/performance.md): the UCF-101 model's 3->64 3x3x3 conv on 16x112x112 takes 19 ms instead of 57 ms.
+Without autograd, a ReLU or sigmoid that follows the conv runs inside oneDNN's kernel as a post-op (the
+fusion `torch.compile` makes on CPU), saving one full pass over the output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+ACTIVATIONS = {None: lambda y: y, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
+
+
+def conv3d_on_frames(frames: Tensor, conv: nn.Conv3d, activation: str | None = None) -> Tensor:
+    """`activation(conv(clip))` for a clip held as frames `(N, T, C, H, W)`; returns frames `(N, T', C', H', W')`.
+
+    `activation`: None, "relu" or "sigmoid". On CPU (temporal stride and dilation 1, zero padding, one group)
+    the result is a view of a channels-last `(N*T', C', H', W')` map; elsewhere (CUDA, other convs) it is
+    `conv` itself on the transposed view.
+    """
+    plain = (conv.stride[0] == 1 and conv.dilation[0] == 1 and conv.groups == 1 and conv.padding_mode == "zeros"
+             and isinstance(conv.padding, tuple))
+    if frames.device.type != "cpu" or not plain:
+        return ACTIVATIONS[activation](conv(frames.transpose(1, 2))).transpose(1, 2)
+    n = frames.shape[0]
+    kt, pt = conv.kernel_size[0], conv.padding[0]
+    v = frames.permute(0, 1, 3, 4, 2)  # (N, T, H, W, C)
+    if kt == 1 and pt == 0:
+        stacked = v.flatten(0, 1).permute(0, 3, 1, 2)  # a view when the clip is already channels-last frames
+        weight = conv.weight.flatten(1, 2)
+    else:
+        stacked = _stack_neighbours(v, kt, pt).flatten(0, 1).permute(0, 3, 1, 2)
+        weight = conv.weight.transpose(1, 2).flatten(1, 2)  # (C', kt*C, kh, kw), same channel order
+    y = _conv2d(stacked, weight.contiguous(memory_format=torch.channels_last), conv.bias, conv.stride[1:],
+                conv.padding[1:], conv.dilation[1:], activation)
+    return y.view(n, -1, *y.shape[1:])
+
+
+def _stack_neighbours(v: Tensor, kt: int, pt: int) -> Tensor:
+    """(N, T, H, W, C) -> (N, T', H, W, kt*C): channel i*C + c of frame t is channel c of frame t+i-pt,
+    zero beyond the clip's ends (the temporal zero padding), written once without a padded copy."""
+    n, t, h, w, c = v.shape
+    t_out = t + 2 * pt - kt + 1
+    out = v.new_empty(n, t_out, h, w, kt * c)
+    for i in range(kt):
+        lo, hi = max(0, pt - i), min(t_out, t + pt - i)  # output frames whose source frame exists
+        part = out[..., i * c:(i + 1) * c]
+        part[:, lo:hi] = v[:, lo + i - pt:hi + i - pt]
+        part[:, :lo] = 0
+        part[:, hi:] = 0
+    return out
+
+
+def _conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...], padding: tuple[int, ...],
+            dilation: tuple[int, ...], activation: str | None) -> Tensor:
+    """`activation(conv2d(x))`; the activation fused into oneDNN's fp32 CPU kernel when nothing needs grads."""
+    fused = (activation is not None and _FUSED_CONV is not None and x.dtype == torch.float32
+             and not torch.is_autocast_enabled("cpu")
+             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    if fused:
+        return _FUSED_CONV(x, weight, bias, list(padding), list(stride), list(dilation), 1, activation, [], "")
+    return ACTIVATIONS[activation](F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation))
+
+
+# oneDNN conv + post-op (what inductor emits for conv+relu on CPU); absent from builds without oneDNN
+_FUSED_CONV = getattr(torch.ops.mkldnn, "_convolution_pointwise", None) if torch.backends.mkldnn.is_available() \
+    else None
