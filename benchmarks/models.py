@@ -210,10 +210,10 @@ def ratios(rows: list[dict]) -> list[dict]:
             if a in ms and b in ms:
                 out.append({"group": key, "ratio": f"{a} / {b}", "value": paired_ratio(ms[a], ms[b]),
                             "target": target})
-        naive = [v for k, v in ms.items() if "naive" in k]
-        for k, v in ms.items():
-            if naive and "predictor" in k:
-                out.append({"group": key, "ratio": f"naive / {k}", "value": paired_ratio(naive[0], v),
+        for k, v in ms.items():  # "<model> predictor ..." against "<model> naive fp32 contiguous"
+            naive = ms.get(f"{k.split()[0]} naive fp32 contiguous")
+            if naive is not None and "predictor" in k:
+                out.append({"group": key, "ratio": f"naive / {k}", "value": paired_ratio(naive, v),
                             "target": 2.0})
     train = {r["name"]: r["round_ms"] for r in rows if r["mode"] == "train"}
     base = train.get("train step tsm_w3_r50 fp32 eager contiguous")
