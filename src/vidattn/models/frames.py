@@ -38,8 +38,8 @@ def conv3d_on_frames(frames: Tensor, conv: nn.Conv3d, activation: str | None = N
     else:
         stacked = _stack_neighbours(v, kt, pt).flatten(0, 1).permute(0, 3, 1, 2)
         weight = conv.weight.transpose(1, 2).flatten(1, 2)  # (C', kt*C, kh, kw), same channel order
-    y = _conv2d(stacked, weight.contiguous(memory_format=torch.channels_last), conv.bias, conv.stride[1:],
-                conv.padding[1:], conv.dilation[1:], activation)
+    y = conv2d_activation(stacked, weight.contiguous(memory_format=torch.channels_last), conv.bias, conv.stride[1:],
+                          conv.padding[1:], conv.dilation[1:], activation)
     return y.view(n, -1, *y.shape[1:])
 
 
@@ -58,8 +58,8 @@ def _stack_neighbours(v: Tensor, kt: int, pt: int) -> Tensor:
     return out
 
 
-def _conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...], padding: tuple[int, ...],
-            dilation: tuple[int, ...], activation: str | None) -> Tensor:
+def conv2d_activation(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
+                      padding: tuple[int, ...], dilation: tuple[int, ...], activation: str | None) -> Tensor:
     """`activation(conv2d(x))`; the activation fused into oneDNN's fp32 CPU kernel when nothing needs grads."""
     fused = (activation is not None and _FUSED_CONV is not None and x.dtype == torch.float32
              and not torch.is_autocast_enabled("cpu")

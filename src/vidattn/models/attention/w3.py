@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidattn.models.attention.gating import apply_mask
-from vidattn.models.frames import conv3d_on_frames
+from vidattn.models.frames import conv2d_activation, conv3d_on_frames
 
 
 class W3Attention(nn.Module):
@@ -113,7 +113,9 @@ class W3Attention(nn.Module):
         # as (N*T, 2, H, W) frames (the small conv runs ~2x faster so than on a 2-channel NCHW map).
         pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
         pooled = pooled.reshape(-1, *pooled.shape[-3:]).permute(0, 3, 1, 2)
-        m_s = torch.sigmoid(self.spatial_conv(pooled)).view(n, t, 1, *pooled.shape[2:])
+        conv = self.spatial_conv
+        m_s = conv2d_activation(pooled, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, "sigmoid")
+        m_s = m_s.view(n, t, 1, *pooled.shape[2:])
         if self.temporal:  # Eq. 6: two 3D convs over the stacked frame maps (as 2D convs on CPU: `frames`).
             conv_a, _, conv_b = self.spatial_temporal  # conv, ReLU, conv
             m_s = conv3d_on_frames(conv3d_on_frames(m_s, conv_a, "relu"), conv_b, "sigmoid")
