@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidattn.data import SynthActions, SynthConfig, generate_synth_actions
-from vidattn.inference import Predictor, bf16_is_fast, plan_inference, to_channels_last
+from vidattn.inference import Predictor, bf16_is_fast, fold_batchnorm, plan_inference, to_channels_last
 from vidattn.models import create_model, save_weights
 
 BF16_LOGIT_TOL = 0.05  # documented in docs/performance.md: |logit_bf16 - logit_fp32| <= 0.05 * max(1, |logits|_max)
@@ -97,3 +97,27 @@ def test_same_top1_on_synth_actions_in_every_precision(synth):
         tol = BF16_LOGIT_TOL * max(1.0, ref.abs().max().item())
         assert torch.equal(low.argmax(-1), ref.argmax(-1)), precision
         assert (low - ref).abs().max().item() <= tol, precision
+
+
+@pytest.mark.parametrize("name", ["tsm_w3_r18", "tsm_cbam_r18", "tsm_nl_r50", "tam_w3_r18", "i3d_w3_r18",
+                                  "i3d_nl_r50"])
+def test_fold_batchnorm_folds_every_batchnorm_and_keeps_the_logits(name):
+    """Every BatchNorm of our models follows a conv; folded with random running statistics and affine
+    parameters, the model computes the same logits (the Predictor folds by default)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=5, num_segments=4).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for bn in norms:
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.3, 0.3)
+    x = torch.randn(2, 3, 4, 48, 48)
+    with torch.no_grad():
+        expected = model(x)
+    assert fold_batchnorm(model) == len(norms)
+    assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
+    train_mode = create_model(name, num_classes=5, num_segments=4).train()
+    assert fold_batchnorm(train_mode) == 0  # batch statistics cannot be folded

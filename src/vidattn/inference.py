@@ -18,6 +18,7 @@ of fp32 (tests/test_inference.py measures it).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import platform
 from collections.abc import Iterator
@@ -137,16 +138,50 @@ def to_channels_last(model: nn.Module) -> nn.Module:
     return model
 
 
+def fold_batchnorm(model: nn.Module) -> int:
+    """Fold every BatchNorm that is applied straight to a conv's output into that conv, in place; returns how
+    many. Exact in eval mode: W' = W * g / sqrt(var + eps), b' = (b - mean) * g / sqrt(var + eps) + beta
+    (`torch.nn.utils.fusion.fuse_conv_bn_eval`), and the BatchNorm becomes an Identity: one full pass over
+    every conv output less (~7% of a ResNet-50 forward on CPU). Pairs, as the models apply them: siblings
+    `convK`/`bnK` and `X_conv`/`X_bn` (blocks, stems, CBAM, non-local), and a conv followed by a BatchNorm in an
+    `nn.Sequential` (downsample branches). Training mode BatchNorms are left alone.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    convs, norms = (nn.Conv2d, nn.Conv3d), (nn.BatchNorm2d, nn.BatchNorm3d)
+    folded = 0
+    for parent in list(model.modules()):
+        children = dict(parent.named_children())
+        if isinstance(parent, nn.Sequential):
+            names = list(children)
+            pairs = list(zip(names, names[1:]))
+        else:
+            pairs = [(name, name.replace("conv", "bn")) for name in children if "conv" in name]
+        for conv_name, bn_name in pairs:
+            conv, bn = children.get(conv_name), children.get(bn_name)
+            if isinstance(conv, convs) and isinstance(bn, norms) and not bn.training and bn.track_running_stats \
+                    and bn.num_features == conv.out_channels:
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+                folded += 1
+    return folded
+
+
 class Predictor:
     """Runs `model` on clips `(B, 3, T, H, W)` (or one clip `(3, T, H, W)`) on the path of `plan_inference`.
 
+    The Predictor takes `model` over: eval mode, moved to the device, channels-last, BatchNorm folded into
+    the convs (`fold_batchnorm`, switch `fold_bn`); pass a copy to keep training the original.
     Example: `Predictor(create_model("tsm_w3_r50", 174, 8)).predict(clips)` -> probabilities (B, K).
     """
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto", precision: str = "auto",
-                 channels_last: bool | str = "auto", compile: bool = False) -> None:
+                 channels_last: bool | str = "auto", compile: bool = False, fold_bn: bool = True) -> None:
         self.plan = plan_inference(model, device, precision, channels_last, compile)
         model = model.eval().to(self.plan.device)
+        if fold_bn:
+            folded = f"batchnorm: {fold_batchnorm(model)} layers folded into their convs"
+            self.plan = dataclasses.replace(self.plan, reasons=(*self.plan.reasons, folded))
         if self.plan.channels_last:
             to_channels_last(model)
         self.model = model
@@ -188,8 +223,8 @@ class Predictor:
 
 
 def load_predictor(weights: str | Path, device: str | torch.device = "auto", precision: str = "auto",
-                   channels_last: bool | str = "auto", compile: bool = False) -> Predictor:
+                   channels_last: bool | str = "auto", compile: bool = False, fold_bn: bool = True) -> Predictor:
     """A `Predictor` for a safetensors file written by `vidattn.models.save_weights`."""
     from vidattn.models import build_from_weights
 
-    return Predictor(build_from_weights(weights), device, precision, channels_last, compile)
+    return Predictor(build_from_weights(weights), device, precision, channels_last, compile, fold_bn)
