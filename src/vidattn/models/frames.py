@@ -32,30 +32,28 @@ def conv3d_on_frames(frames: Tensor, conv: nn.Conv3d, activation: str | None = N
     n = frames.shape[0]
     kt, pt = conv.kernel_size[0], conv.padding[0]
     v = frames.permute(0, 1, 3, 4, 2)  # (N, T, H, W, C)
-    if kt == 1 and pt == 0:
-        stacked = v.flatten(0, 1).permute(0, 3, 1, 2)  # a view when the clip is already channels-last frames
-        weight = conv.weight.flatten(1, 2)
-    else:
-        stacked = _stack_neighbours(v, kt, pt).flatten(0, 1).permute(0, 3, 1, 2)
-        weight = conv.weight.transpose(1, 2).flatten(1, 2)  # (C', kt*C, kh, kw), same channel order
+    if kt > 1 or pt > 0:
+        v = _stack_neighbours(v, kt, pt)
+    stacked = v.flatten(0, 1).permute(0, 3, 1, 2)  # for kt=1, a view when the clip is channels-last frames
+    weight = conv.weight.flatten(1, 2)  # (C', C*kt, kh, kw), the stacked channel order c*kt + i
     y = conv2d_activation(stacked, weight.contiguous(memory_format=torch.channels_last), conv.bias, conv.stride[1:],
                           conv.padding[1:], conv.dilation[1:], activation)
     return y.view(n, -1, *y.shape[1:])
 
 
 def _stack_neighbours(v: Tensor, kt: int, pt: int) -> Tensor:
-    """(N, T, H, W, C) -> (N, T', H, W, kt*C): channel i*C + c of frame t is channel c of frame t+i-pt,
-    zero beyond the clip's ends (the temporal zero padding), written once without a padded copy."""
+    """(N, T, H, W, C) -> (N, T', H, W, C*kt): channel c*kt + i of frame t is channel c of frame t+i-pt, zero
+    beyond the clip's ends (the temporal zero padding); written once, without a padded copy."""
     n, t, h, w, c = v.shape
     t_out = t + 2 * pt - kt + 1
-    out = v.new_empty(n, t_out, h, w, kt * c)
+    out = v.new_empty(n, t_out, h, w, c, kt)
     for i in range(kt):
         lo, hi = max(0, pt - i), min(t_out, t + pt - i)  # output frames whose source frame exists
-        part = out[..., i * c:(i + 1) * c]
+        part = out[..., i]
         part[:, lo:hi] = v[:, lo + i - pt:hi + i - pt]
         part[:, :lo] = 0
         part[:, hi:] = 0
-    return out
+    return out.view(n, t_out, h, w, c * kt)
 
 
 def conv2d_activation(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
