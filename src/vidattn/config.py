@@ -79,6 +79,8 @@ class DataConfig:
     std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
     batch_size: int = 8
     num_workers: int = 4
+    #: Batches each loader worker prepares ahead (PyTorch's ``prefetch_factor``; with workers only).
+    prefetch_factor: int = 2
     #: ``skip``: a corrupt video is dropped from its batch and counted; ``raise``: stop the run.
     on_error: Literal["skip", "raise"] = "skip"
     #: Extra keyword arguments for the dataset class (annotation file names, frame templates, ...).

@@ -25,6 +25,7 @@ def test_two_epochs_beat_chance_and_write_the_run_dir(learn_synth, tmp_path):
             "data.crop_size": 40,
             "data.batch_size": 8,
             "data.num_workers": 2,
+            "data.prefetch_factor": 4,
             "data.flip": False,
             "train.epochs": 2,
             "optim.lr": 2e-3,

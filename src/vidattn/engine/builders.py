@@ -143,7 +143,9 @@ def build_train_loader(
         drop_last=per_rank > cfg.data.batch_size,
         worker_init_fn=worker_init_fn,
         generator=torch.Generator().manual_seed(cfg.seed),
+        # not persistent: each epoch's workers get that epoch's dataset (`set_epoch`) and seeds (determinism)
         persistent_workers=False,
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     return loader, sampler
 
@@ -170,6 +172,7 @@ def build_eval_loader(cfg: Config, split: str, info: DistInfo, views: bool = Fal
         collate_fn=_collate(),
         pin_memory=info.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),  # never draw from the global RNG
+        prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,
     )
     return loader, dataset
 
