@@ -110,7 +110,7 @@ class W3Attention(nn.Module):
             return apply_mask(x, layout.channel_mask(m_c).to(x.dtype), residual, overwrite), maps
         f_c = apply_mask(x, layout.channel_mask(m_c).to(x.dtype), overwrite=overwrite)
         # Eq. 5: frame-level spatial attention from channel-pooled [avg, max] maps, stacked channels-last
-        # as (N*T, 2, H, W) frames (the small conv runs ~2x faster so than on a 2-channel NCHW map).
+        # as (N*T, 2, H, W) frames, the layout oneDNN's small 2D convs run fastest on.
         pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
         pooled = pooled.reshape(-1, *pooled.shape[-3:]).permute(0, 3, 1, 2)
         conv = self.spatial_conv
@@ -133,7 +133,8 @@ def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
     primitive on a map of a few thousand numbers (16 such convs per W3 network, two per block).
     """
     c = v.shape[-1]
-    if conv.groups != c or conv.out_channels != c:
+    if conv.groups != c or conv.out_channels != c or conv.stride != (1,) or conv.dilation != (1,) \
+            or isinstance(conv.padding, str):
         return conv(v.transpose(1, 2)).transpose(1, 2)
     t, (k,), (pad,) = v.shape[1], conv.kernel_size, conv.padding
     padded = F.pad(v, (0, 0, pad, pad))  # zero steps at both clip ends
