@@ -30,8 +30,12 @@ test-slow: setup
 	# exit code 5 means "no test is marked slow", which is not a failure
 	$(PY) -m pytest -q -m slow || [ $$? -eq 5 ]
 
+# the headline rows of docs/performance.md (a few minutes on 2 cores); `benchmarks/models.py` alone runs
+# the whole grid (T 8/16, B 1/8, fp32/bf16, eager/compiled: hours on a CPU)
 bench: setup
-	$(PY) benchmarks/models.py
+	$(PY) benchmarks/models.py --frames 8 --batch 1 --precision fp32 --modes eager --no-train --ucf-batch 1 \
+		--repeats 15 --out models.json
+	$(PY) benchmarks/data_pipeline.py --out data_pipeline.json
 
 clean-venv:
 	rm -rf $(VENV)
