@@ -1,0 +1,38 @@
+"""The benchmark scripts run end to end on tiny settings and write the JSON the docs quote (not a timing test)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_models_benchmark_writes_rows_and_paired_ratios(tmp_path):
+    out = tmp_path / "models.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/models.py"), "--threads", "1", "--frames", "4", "--batch", "1",
+         "--precision", "fp32", "--modes", "eager", "--size", "32", "--repeats", "2", "--warmup", "0",
+         "--models", "tsn_r50 (plain R50)", "tsm_r50", "tsm_w3_r50 (AFR)", "--ucf-batch", "1",
+         "--train-size", "32", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    result = json.loads(out.read_text())
+    names = {r["name"] for r in result["rows"]}
+    assert {"tsn_r50 (plain R50)", "tsm_r50", "tsm_w3_r50 (AFR)", "c3d_attention naive fp32 contiguous",
+            "c3d naive fp32 contiguous"} <= names
+    assert all(r["ms_per_clip"] > 0 and 0 < r["gflops"] and len(r["round_ms"]) == 2 for r in result["rows"])
+    ratios = {r["ratio"]: r for r in result["ratios"]}
+    assert ratios["tsm_w3_r50 (AFR) / tsm_r50"]["target"] == 1.10
+    assert ratios["tsm_r50 / tsn_r50 (plain R50)"]["target"] == 1.05
+    # each UCF-101 model against its own naive network
+    ucf = [r for r in result["ratios"] if r["ratio"].startswith("naive / ")]
+    assert sorted(r["ratio"].split()[2] for r in ucf) == ["c3d", "c3d_attention"]
+    rounds = {r["name"]: r["round_ms"] for r in result["rows"]}
+    for r in ucf:
+        predictor = r["ratio"].removeprefix("naive / ")
+        naive = rounds[f"{predictor.split()[0]} naive fp32 contiguous"]
+        per_round = sorted(a / b for a, b in zip(naive, rounds[predictor]))
+        assert abs(r["value"] - (per_round[0] + per_round[1]) / 2) < 1e-9  # median of two rounds
+    assert any(r["ratio"].startswith("fp32 eager / train step") for r in result["ratios"])
+    assert result["meta"]["cpu_allocator_tuned"] in (True, False)
