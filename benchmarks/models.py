@@ -47,7 +47,13 @@ MODELS = {  # row name -> (registry name, options)
     "tsm_w3_r50 (no AFR)": ("tsm_w3_r50", {"afr": False}),
     "tsm_cbam_r50": ("tsm_cbam_r50", {}),
     "tsm_nl_r50": ("tsm_nl_r50", {}),
+    # beyond the rows (select with --models): W3 on TAM and on a 3D network
+    "tam_r50": ("tam_r50", {}),
+    "tam_w3_r50": ("tam_w3_r50", {}),
+    "i3d_r50": ("i3d_r50", {}),
+    "i3d_w3_r50": ("i3d_w3_r50", {}),
 }
+DEFAULT_ROWS = list(MODELS)[:6]
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -204,7 +210,7 @@ def ratios(rows: list[dict]) -> list[dict]:
             r["round_ms"]
     pairs = [("tsm_r50", "tsn_r50 (plain R50)", 1.05), ("tsm_w3_r50 (AFR)", "tsm_r50", 1.10),
              ("tsm_w3_r50 (no AFR)", "tsm_r50", None), ("tsm_cbam_r50", "tsm_r50", None),
-             ("tsm_nl_r50", "tsm_r50", None)]
+             ("tsm_nl_r50", "tsm_r50", None), ("tam_w3_r50", "tam_r50", None), ("i3d_w3_r50", "i3d_r50", None)]
     for key, ms in groups.items():
         for a, b, target in pairs:
             if a in ms and b in ms:
@@ -231,7 +237,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     ap.add_argument("--precision", nargs="+", default=["fp32", "bf16"], choices=list(DTYPES))
     ap.add_argument("--modes", nargs="+", default=["eager", "compiled"], choices=["eager", "compiled"])
-    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--models", nargs="+", default=DEFAULT_ROWS, choices=list(MODELS))
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)

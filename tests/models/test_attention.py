@@ -84,6 +84,30 @@ def test_w3_on_3d_maps_equals_2d_layout():
     assert maps["spatial"].shape == (2, 5, 4, 4) and maps["channel"].shape == (2, 5, 16)
 
 
+def test_w3_on_channels_last_3d_maps_runs_as_frames_and_matches():
+    """A 3D network's channels-last-3d map is attended as (N*T, C, H, W) frames of the same memory: same
+    output (in the caller's memory with overwrite), same masks, same gradients as the contiguous 5D path."""
+    torch.manual_seed(0)
+    module = W3Attention(16, num_segments=5, reduction=4).eval()
+    x = torch.randn(2, 16, 5, 6, 4)
+    residual = torch.randn(2, 16, 5, 6, 4)
+    expected, expected_maps = module.forward_with_maps(x, residual=residual)  # contiguous: the 5D path
+    x_cl = x.contiguous(memory_format=torch.channels_last_3d)
+    res_cl = residual.contiguous(memory_format=torch.channels_last_3d)
+    with torch.inference_mode():
+        owned = x_cl.clone()
+        out, maps = module.forward_with_maps(owned, residual=res_cl, overwrite=True)
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        assert out.data_ptr() == owned.data_ptr() and out.is_contiguous(memory_format=torch.channels_last_3d)
+        for key in ("channel", "spatial"):
+            torch.testing.assert_close(maps[key], expected_maps[key], rtol=1e-5, atol=1e-6)
+    a = x_cl.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    module.forward_with_maps(a, residual=res_cl)[0].square().sum().backward()
+    module.forward_with_maps(b, residual=residual)[0].square().sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-5)
+
+
 def test_w3_masks_are_in_unit_interval_with_paper_shapes():
     module = W3Attention(64, num_segments=8)
     _, maps = module.forward_with_maps(torch.randn(16, 64, 7, 7) * 10)

@@ -91,12 +91,22 @@ class W3Attention(nn.Module):
         and, with `spatial`, "spatial" (N, T, H, W). `overwrite`: `x` is the caller's temporary and may be
         reused for the output when autograd is off (`gating.apply_mask`).
 
-        Speed: every full-size op runs on `x` in its own layout (a broadcast multiply on a 5D *view* of a
-        channels-last map is several times slower than on the 4D map); the masks are reshaped instead.
-        Full-size passes: two reads for the pooled descriptors, the channel multiply, two reads for the
-        channel-pooled maps, and the spatial multiply fused with the residual add.
+        Speed: every full-size op runs on a 4D channels-last map (a broadcast multiply on a 5D view of it is
+        several times slower); a 3D network's channels-last-3d `(N, C, T, H, W)` map is `(N*T, C, H, W)`
+        frames in memory and is attended as such. Full-size passes: two reads for the pooled descriptors,
+        the channel multiply, two reads for the channel-pooled maps, the spatial multiply fused with the
+        residual add.
         """
-        layout = _Layout(x, self.num_segments)
+        if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
+            n, t = x.shape[0], x.shape[2]
+            frames = None if residual is None else _as_frames(residual)
+            out, maps = self._attend(_as_frames(x), t, frames, overwrite)
+            return out.view(n, t, *out.shape[1:]).transpose(1, 2), maps
+        return self._attend(x, self.num_segments, residual, overwrite)
+
+    def _attend(self, x: Tensor, num_segments: int | None, residual: Tensor | None, overwrite: bool
+                ) -> tuple[Tensor, dict[str, Tensor]]:
+        layout = _Layout(x, num_segments)
         n, t = layout.n, layout.t
         # Eq. 3: frame-level channel attention from avg- and max-pooled descriptors, one MLP call for both.
         d = torch.cat((x.mean(dim=layout.spatial_dims), x.amax(dim=layout.spatial_dims)))
@@ -123,6 +133,11 @@ class W3Attention(nn.Module):
         maps["spatial"] = m_s
         # f_c is this module's own tensor (or the caller's, with overwrite): the last multiply may reuse it
         return apply_mask(f_c, layout.spatial_mask(m_s).to(f_c.dtype), residual, overwrite=True), maps
+
+
+def _as_frames(v: Tensor) -> Tensor:
+    """(N, C, T, H, W) in channels-last-3d memory -> (N*T, C, H, W) channels-last, a view of the same memory."""
+    return v.transpose(1, 2).flatten(0, 1)
 
 
 def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
