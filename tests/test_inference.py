@@ -121,3 +121,7 @@ def test_fold_batchnorm_folds_every_batchnorm_and_keeps_the_logits(name):
         torch.testing.assert_close(model(x), expected, rtol=1e-4, atol=1e-4)
     train_mode = create_model(name, num_classes=5, num_segments=4).train()
     assert fold_batchnorm(train_mode) == 0  # batch statistics cannot be folded
+    for m in train_mode.modules():  # partial BN: frozen BatchNorms inside a model that trains its convs
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    assert fold_batchnorm(train_mode) == 0

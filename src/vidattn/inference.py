@@ -144,7 +144,7 @@ def fold_batchnorm(model: nn.Module) -> int:
     (`torch.nn.utils.fusion.fuse_conv_bn_eval`), and the BatchNorm becomes an Identity: one full pass over
     every conv output less (~7% of a ResNet-50 forward on CPU). Pairs, as the models apply them: siblings
     `convK`/`bnK` and `X_conv`/`X_bn` (blocks, stems, CBAM, non-local), and a conv followed by a BatchNorm in an
-    `nn.Sequential` (downsample branches). Training mode BatchNorms are left alone.
+    `nn.Sequential` (downsample branches). Pairs in training mode (e.g. partial BN) are left alone.
     """
     from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -159,8 +159,8 @@ def fold_batchnorm(model: nn.Module) -> int:
             pairs = [(name, name.replace("conv", "bn")) for name in children if "conv" in name]
         for conv_name, bn_name in pairs:
             conv, bn = children.get(conv_name), children.get(bn_name)
-            if isinstance(conv, convs) and isinstance(bn, norms) and not bn.training and bn.track_running_stats \
-                    and bn.num_features == conv.out_channels:
+            if isinstance(conv, convs) and isinstance(bn, norms) and not (bn.training or conv.training) \
+                    and bn.track_running_stats and bn.num_features == conv.out_channels:
                 setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
                 setattr(parent, bn_name, nn.Identity())
                 folded += 1

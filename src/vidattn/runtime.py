@@ -42,10 +42,13 @@ def tune_cpu_allocator() -> bool:
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = all(libc.mallopt(option, value) == 1 for option, value in (
-            (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD), (_M_TOP_PAD, _TOP_PAD)))
-    except (OSError, AttributeError):
+    except OSError:
         return False
+    # older glibc refuses mmap thresholds above HEAP_MAX_SIZE / 2 (32 MiB): fall back to that
+    ok = any(libc.mallopt(_M_MMAP_THRESHOLD, value) == 1 for value in (_MMAP_THRESHOLD, 32 << 20))
+    if ok:
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+        libc.mallopt(_M_TOP_PAD, _TOP_PAD)
     _tuned = ok
     logger.debug("glibc malloc thresholds %s", "raised" if ok else "unchanged (mallopt refused)")
     return ok

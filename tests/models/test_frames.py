@@ -72,3 +72,34 @@ def test_fused_activation_equals_activation_after_conv(activation):
     with torch.inference_mode():
         torch.testing.assert_close(conv3d_on_frames(frames, conv, activation), expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(conv3d_on_frames(frames, conv, activation), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_long_temporal_kernel_on_a_short_clip_equals_conv3d():
+    """More padding than frames (W3 with temporal_kernel=7 on a 2-frame map): every tap outside is zero."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(1, 4, (7, 3, 3), padding=(3, 1, 1))
+    x = torch.randn(1, 1, 2, 7, 7)
+    torch.testing.assert_close(conv3d_on_frames(x.transpose(1, 2), conv).transpose(1, 2), conv(x),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_fused_path_never_drops_a_gradient():
+    """A frozen weight with a trainable bias still gets its bias gradient (the fused op has no autograd)."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(3, 8, 3, padding=1)
+    conv.weight.requires_grad_(False)
+    frames = torch.randn(1, 8, 3, 128, 128)  # large enough for the fused kernel
+    conv3d_on_frames(frames, conv, "relu").sum().backward()
+    fused_grad = conv.bias.grad.clone()
+    conv.bias.grad = None
+    torch.relu(conv(frames.transpose(1, 2))).sum().backward()
+    torch.testing.assert_close(fused_grad, conv.bias.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_hooked_conv_is_called_as_a_module():
+    """A conv with a forward hook (or a subclass) is run as the module, so the hook still fires."""
+    conv = torch.nn.Conv3d(2, 3, 3, padding=1)
+    calls = []
+    conv.register_forward_hook(lambda module, args, out: calls.append(out.shape))
+    conv3d_on_frames(torch.randn(1, 4, 2, 5, 5), conv)
+    assert calls == [torch.Size([1, 3, 4, 5, 5])]

@@ -18,16 +18,23 @@ from torch import Tensor, nn
 ACTIVATIONS = {None: lambda y: y, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
 
 
+def is_plain_conv(conv: nn.Module) -> bool:
+    """A stock Conv1d/2d/3d with zero numeric padding and no hooks: its forward is exactly `F.convNd` of its
+    parameters, so the helpers here may compute it their own way (subclasses, hooked or string-padded convs
+    are called as modules)."""
+    return (type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and not conv._forward_hooks
+            and not conv._forward_pre_hooks and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
+
+
 def conv3d_on_frames(frames: Tensor, conv: nn.Conv3d, activation: str | None = None) -> Tensor:
     """`activation(conv(clip))` for a clip held as frames `(N, T, C, H, W)`; returns frames `(N, T', C', H', W')`.
 
-    `activation`: None, "relu" or "sigmoid". On CPU (temporal stride and dilation 1, zero padding, one group)
+    `activation`: None, "relu" or "sigmoid". On CPU (a plain conv, temporal stride and dilation 1, one group)
     the result is a view of a channels-last `(N*T', C', H', W')` map; elsewhere (CUDA, other convs) it is
     `conv` itself on the transposed view.
     """
-    plain = (conv.stride[0] == 1 and conv.dilation[0] == 1 and conv.groups == 1 and conv.padding_mode == "zeros"
-             and isinstance(conv.padding, tuple))
-    if frames.device.type != "cpu" or not plain:
+    stackable = is_plain_conv(conv) and conv.stride[0] == 1 and conv.dilation[0] == 1 and conv.groups == 1
+    if frames.device.type != "cpu" or not stackable:
         return ACTIVATIONS[activation](conv(frames.transpose(1, 2))).transpose(1, 2)
     n = frames.shape[0]
     kt, pt = conv.kernel_size[0], conv.padding[0]
@@ -36,9 +43,17 @@ def conv3d_on_frames(frames: Tensor, conv: nn.Conv3d, activation: str | None = N
         v = _stack_neighbours(v, kt, pt)
     stacked = v.flatten(0, 1).permute(0, 3, 1, 2)  # for kt=1, a view when the clip is channels-last frames
     weight = conv.weight.flatten(1, 2)  # (C', C*kt, kh, kw), the stacked channel order c*kt + i
-    y = conv2d_activation(stacked, weight.contiguous(memory_format=torch.channels_last), conv.bias, conv.stride[1:],
-                          conv.padding[1:], conv.dilation[1:], activation)
+    y = _conv2d_activation(stacked, weight.contiguous(memory_format=torch.channels_last), conv.bias,
+                           conv.stride[1:], conv.padding[1:], conv.dilation[1:], 1, activation)
     return y.view(n, -1, *y.shape[1:])
+
+
+def conv2d_activation(x: Tensor, conv: nn.Conv2d, activation: str | None) -> Tensor:
+    """`activation(conv(x))` for a 2D conv module, the activation fused where `_conv2d_activation` says."""
+    if not is_plain_conv(conv):
+        return ACTIVATIONS[activation](conv(x))
+    return _conv2d_activation(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups,
+                              activation)
 
 
 def _stack_neighbours(v: Tensor, kt: int, pt: int) -> Tensor:
@@ -48,7 +63,8 @@ def _stack_neighbours(v: Tensor, kt: int, pt: int) -> Tensor:
     t_out = t + 2 * pt - kt + 1
     out = v.new_empty(n, t_out, h, w, c, kt)
     for i in range(kt):
-        lo, hi = max(0, pt - i), min(t_out, t + pt - i)  # output frames whose source frame exists
+        lo = min(max(0, pt - i), t_out)  # output frames [lo, hi) have their source frame inside the clip
+        hi = max(lo, min(t_out, t + pt - i))
         part = out[..., i]
         part[:, lo:hi] = v[:, lo + i - pt:hi + i - pt]
         part[:, :lo] = 0
@@ -56,17 +72,23 @@ def _stack_neighbours(v: Tensor, kt: int, pt: int) -> Tensor:
     return out.view(n, t_out, h, w, c * kt)
 
 
-def conv2d_activation(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
-                      padding: tuple[int, ...], dilation: tuple[int, ...], activation: str | None) -> Tensor:
+def _conv2d_activation(x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
+                       padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+                       activation: str | None) -> Tensor:
     """`activation(conv2d(x))`; the activation fused into oneDNN's fp32 CPU kernel when nothing needs grads
     and the input is large (the fused primitive's fixed cost, ~0.05 ms, exceeds the saved pass on W3's
-    small maps: measured on 8x2x56x56 0.90 ms fused vs 0.78 ms unfused, on 16x9x112x112 17 vs 19 ms)."""
-    fused = (activation is not None and _FUSED_CONV is not None and x.dtype == torch.float32
-             and x.numel() >= _FUSE_MIN_NUMEL and not torch.is_autocast_enabled("cpu")
-             and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)))
+    small maps: measured on 8x2x56x56 0.90 ms fused vs 0.78 ms unfused, on 16x9x112x112 17 vs 19 ms).
+    The fused op has no autograd formula, so it runs only when no input, weight or bias needs a gradient."""
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (x, weight, bias))
+    fused = (activation is not None and _FUSED_CONV is not None and x.device.type == "cpu"
+             and torch.backends.mkldnn.enabled and x.dtype == torch.float32
+             and x.numel() >= _FUSE_MIN_NUMEL and not torch.is_autocast_enabled("cpu") and not needs_grad)
     if fused:
-        return _FUSED_CONV(x, weight, bias, list(padding), list(stride), list(dilation), 1, activation, [], "")
-    return ACTIVATIONS[activation](F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation))
+        return _FUSED_CONV(x, weight, bias, list(padding), list(stride), list(dilation), groups, activation, [],
+                           "")
+    y = F.conv2d(x, weight, bias, stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return ACTIVATIONS[activation](y)
 
 
 _FUSE_MIN_NUMEL = 1 << 20

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidattn.models.attention.gating import apply_mask
-from vidattn.models.frames import conv2d_activation, conv3d_on_frames
+from vidattn.models.frames import conv2d_activation, conv3d_on_frames, is_plain_conv
 
 
 class W3Attention(nn.Module):
@@ -123,9 +123,7 @@ class W3Attention(nn.Module):
         # as (N*T, 2, H, W) frames, the layout oneDNN's small 2D convs run fastest on.
         pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
         pooled = pooled.reshape(-1, *pooled.shape[-3:]).permute(0, 3, 1, 2)
-        conv = self.spatial_conv
-        m_s = conv2d_activation(pooled, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, "sigmoid")
-        m_s = m_s.view(n, t, 1, *pooled.shape[2:])
+        m_s = conv2d_activation(pooled, self.spatial_conv, "sigmoid").view(n, t, 1, *pooled.shape[2:])
         if self.temporal:  # Eq. 6: two 3D convs over the stacked frame maps (as 2D convs on CPU: `frames`).
             conv_a, _, conv_b = self.spatial_temporal  # conv, ReLU, conv
             m_s = conv3d_on_frames(conv3d_on_frames(m_s, conv_a, "relu"), conv_b, "sigmoid")
@@ -147,11 +145,11 @@ def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
     itself: the same sums as `conv`, without the transposes and the per-call overhead of a convolution
     primitive on a map of a few thousand numbers (16 such convs per W3 network, two per block).
     """
-    c = v.shape[-1]
-    if conv.groups != c or conv.out_channels != c or conv.stride != (1,) or conv.dilation != (1,) \
-            or isinstance(conv.padding, str):
+    c, (k,) = v.shape[-1], conv.kernel_size
+    if not is_plain_conv(conv) or conv.groups != c or conv.out_channels != c or conv.stride != (1,) \
+            or conv.dilation != (1,) or 2 * conv.padding[0] != k - 1:
         return conv(v.transpose(1, 2)).transpose(1, 2)
-    t, (k,), (pad,) = v.shape[1], conv.kernel_size, conv.padding
+    t, pad = v.shape[1], conv.padding[0]
     padded = F.pad(v, (0, 0, pad, pad))  # zero steps at both clip ends
     weight = conv.weight[:, 0, :]  # (C, k)
     out = padded[:, :t] * weight[:, 0] if conv.bias is None else torch.addcmul(conv.bias, padded[:, :t], weight[:, 0])
