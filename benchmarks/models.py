@@ -216,8 +216,9 @@ def ratios(rows: list[dict]) -> list[dict]:
             if a in ms and b in ms:
                 out.append({"group": key, "ratio": f"{a} / {b}", "value": paired_ratio(ms[a], ms[b]),
                             "target": target})
+        eager = groups.get((*key[:4], "eager"), {})  # the naive rows are timed in the eager group
         for k, v in ms.items():  # "<model> predictor ..." against "<model> naive fp32 contiguous"
-            naive = ms.get(f"{k.split()[0]} naive fp32 contiguous")
+            naive = eager.get(f"{k.split()[0]} naive fp32 contiguous")
             if naive is not None and "predictor" in k:
                 out.append({"group": key, "ratio": f"naive / {k}", "value": paired_ratio(naive, v),
                             "target": 2.0})
