@@ -1,6 +1,7 @@
 """Fast inference: a `Predictor` that runs a model on the fastest correct path for its device.
 
-The path has four switches, each "auto" or forced:
+The path has four switches, each "auto" or forced (and `fold_bn`, on by default: BatchNorm folded into
+the convs):
 - device: CUDA when available, else CPU.
 - precision: bf16 autocast where bf16 is faster than fp32 (CUDA with bf16 support; CPUs with AMX-bf16 or
   AVX512-bf16 and oneDNN bf16 kernels), fp32 elsewhere. On CPUs without bf16 instructions PyTorch emulates
@@ -11,6 +12,7 @@ The path has four switches, each "auto" or forced:
   pick their NHWC kernels; the recognizer then folds clips into channels-last frames directly.
 - compile: `torch.compile` with inductor freezing (constant-folded BN, weights pre-packed), off by default
   (the first call compiles for tens of seconds).
+On CPU the Predictor also tunes glibc's allocator for the process (`vidattn.runtime`).
 `describe()` says what was picked and why. Same top-1 in every precision; bf16 logits are within a few 1e-2
 of fp32 (tests/test_inference.py measures it).
 """
@@ -119,9 +121,6 @@ def plan_inference(model: nn.Module, device: str | torch.device = "auto", precis
         channels_last = bool(channels_last)
         reasons.append(f"channels_last: {channels_last} (forced)")
     reasons.append("compile: torch.compile with inductor freezing" if compile else "compile: off (eager)")
-    if dev.type == "cpu":
-        reasons.append("allocator: " + ("glibc malloc keeps large freed blocks (vidattn.runtime)"
-                                        if tune_cpu_allocator() else "system default"))
     return InferencePlan(dev, precision, channels_last, compile, tuple(reasons))
 
 
@@ -177,11 +176,15 @@ class Predictor:
 
     def __init__(self, model: nn.Module, device: str | torch.device = "auto", precision: str = "auto",
                  channels_last: bool | str = "auto", compile: bool = False, fold_bn: bool = True) -> None:
-        self.plan = plan_inference(model, device, precision, channels_last, compile)
-        model = model.eval().to(self.plan.device)
+        plan = plan_inference(model, device, precision, channels_last, compile)
+        model = model.eval().to(plan.device)
+        done = []  # what preparing the model did, beside the plan's choices
         if fold_bn:
-            folded = f"batchnorm: {fold_batchnorm(model)} layers folded into their convs"
-            self.plan = dataclasses.replace(self.plan, reasons=(*self.plan.reasons, folded))
+            done.append(f"batchnorm: {fold_batchnorm(model)} layers folded into their convs")
+        if plan.device.type == "cpu":
+            done.append("allocator: " + ("glibc malloc keeps large freed blocks (vidattn.runtime)"
+                                         if tune_cpu_allocator() else "system default"))
+        self.plan = dataclasses.replace(plan, reasons=(*plan.reasons, *done))
         if self.plan.channels_last:
             to_channels_last(model)
         self.model = model

@@ -52,8 +52,3 @@ def tune_cpu_allocator() -> bool:
     _tuned = ok
     logger.debug("glibc malloc thresholds %s", "raised" if ok else "unchanged (mallopt refused)")
     return ok
-
-
-def cpu_allocator_tuned() -> bool:
-    """Whether `tune_cpu_allocator()` has been applied in this process."""
-    return bool(_tuned)
