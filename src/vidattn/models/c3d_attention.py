@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidattn.models.attention.gating import apply_mask
-from vidattn.models.frames import conv3d_on_frames
+from vidattn.models.frames import as_frames, conv3d_on_frames
 from vidattn.models.heads import ClassifierHead
 from vidattn.models.recognizer import Logits, VideoModel, VideoOutput
 
@@ -75,7 +75,7 @@ class C3DAttention(VideoModel):
         then over time: the same averages (each output bin is a product of a time and a space bin)."""
         b, c, t = features.shape[:3]
         t_out, h_out, w_out = self.pool.output_size
-        frames = F.adaptive_avg_pool2d(features.transpose(1, 2).flatten(0, 1), (h_out, w_out))
+        frames = F.adaptive_avg_pool2d(as_frames(features), (h_out, w_out))
         frames = frames.reshape(b, t, c, h_out, w_out)
         if t % t_out == 0:  # equal bins: a mean over each group of frames
             return frames.view(b, t_out, t // t_out, c, h_out, w_out).mean(dim=2).transpose(1, 2)

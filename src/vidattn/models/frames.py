@@ -18,6 +18,12 @@ from torch import Tensor, nn
 ACTIVATIONS = {None: lambda y: y, "relu": torch.relu_, "sigmoid": torch.sigmoid_}
 
 
+def as_frames(clip: Tensor) -> Tensor:
+    """A clip batch `(N, C, T, H, W)` as frames `(N*T, C, H, W)`: a view of the same memory when the clip is
+    channels-last-3d (it then is channels-last frames), a copy otherwise."""
+    return clip.transpose(1, 2).flatten(0, 1)
+
+
 def is_plain_conv(conv: nn.Module) -> bool:
     """A stock Conv1d/2d/3d with zero numeric padding and no hooks: its forward is exactly `F.convNd` of its
     parameters, so the helpers here may compute it their own way (subclasses, hooked or string-padded convs

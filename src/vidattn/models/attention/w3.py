@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidattn.models.attention.gating import apply_mask
-from vidattn.models.frames import conv2d_activation, conv3d_on_frames, is_plain_conv
+from vidattn.models.frames import as_frames, conv2d_activation, conv3d_on_frames, is_plain_conv
 
 
 class W3Attention(nn.Module):
@@ -99,8 +99,8 @@ class W3Attention(nn.Module):
         """
         if x.dim() == 5 and x.is_contiguous(memory_format=torch.channels_last_3d) and not x.is_contiguous():
             n, t = x.shape[0], x.shape[2]
-            frames = None if residual is None else _as_frames(residual)
-            out, maps = self._attend(_as_frames(x), t, frames, overwrite)
+            frames = None if residual is None else as_frames(residual)
+            out, maps = self._attend(as_frames(x), t, frames, overwrite)
             return out.view(n, t, *out.shape[1:]).transpose(1, 2), maps
         return self._attend(x, self.num_segments, residual, overwrite)
 
@@ -116,9 +116,10 @@ class W3Attention(nn.Module):
             conv_a, relu, conv_b = self.channel_temporal
             m_c = torch.sigmoid(_conv_over_time(relu(_conv_over_time(m_c, conv_a)), conv_b))
         maps = {"channel": m_c}
+        channel_mask = layout.channel_mask(m_c).to(x.dtype)
         if not self.spatial:
-            return apply_mask(x, layout.channel_mask(m_c).to(x.dtype), residual, overwrite), maps
-        f_c = apply_mask(x, layout.channel_mask(m_c).to(x.dtype), overwrite=overwrite)
+            return apply_mask(x, channel_mask, residual, overwrite), maps
+        f_c = apply_mask(x, channel_mask, overwrite=overwrite)
         # Eq. 5: frame-level spatial attention from channel-pooled [avg, max] maps, stacked channels-last
         # as (N*T, 2, H, W) frames, the layout oneDNN's small 2D convs run fastest on.
         pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
@@ -131,11 +132,6 @@ class W3Attention(nn.Module):
         maps["spatial"] = m_s
         # f_c is this module's own tensor (or the caller's, with overwrite): the last multiply may reuse it
         return apply_mask(f_c, layout.spatial_mask(m_s).to(f_c.dtype), residual, overwrite=True), maps
-
-
-def _as_frames(v: Tensor) -> Tensor:
-    """(N, C, T, H, W) in channels-last-3d memory -> (N*T, C, H, W) channels-last, a view of the same memory."""
-    return v.transpose(1, 2).flatten(0, 1)
 
 
 def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
