@@ -213,3 +213,40 @@ def test_ucf101_models_follow_the_paper():
     base.load_state_dict({k: v for k, v in att.state_dict().items() if not k.startswith("gate.")})
     f = F.relu(att.conv(x))
     torch.testing.assert_close(base(x), att.forward_head(f))
+
+
+@pytest.mark.parametrize(("name", "ablation"), [("tsm_w3_r18", {}), ("tsm_w3_r18", {"spatial": False}),
+                                                ("tsm_w3_r18", {"temporal": False}), ("tsm_cbam_r18", {})])
+def test_fresh_attention_branch_starts_close_to_the_plain_branch(name, ablation):
+    """Default init: every attended residual branch is 0.85-1.0 x the plain branch (both masks ~0.95);
+    the paper-literal init (PyTorch defaults, masks ~0.5) scales it by ~0.25."""
+    torch.manual_seed(0)
+    cls = W3Attention if "w3" in name else CBAM
+    x = torch.rand(2 * 4, 32, 8, 8) * 2
+
+    def ratio(**opts):
+        module = cls(32, 4, reduction=4, **ablation, **opts).train()
+        return float(module(x).norm() / x.norm())
+
+    assert 0.85 <= ratio() <= 1.0
+    assert ratio(mask_init_bias=None) < 0.6
+    model = vidattn.create_model(name, num_classes=3, num_segments=4, base_width=8, stem="small",
+                                 attention_options={**ablation, "mask_init_bias": None})
+    assert all(float(m.sigmoid().mean()) < 0.8 for m in _mask_logit_biases(model))
+    model = vidattn.create_model(name, num_classes=3, num_segments=4, base_width=8, stem="small",
+                                 attention_options=ablation)
+    assert all(torch.all(b.sigmoid() > 0.9) for b in _mask_logit_biases(model))
+
+
+def _mask_logit_biases(model):
+    """The biases of the last layer before every W3/CBAM sigmoid mask."""
+    out = []
+    for m in model.modules():
+        if isinstance(m, W3Attention):
+            out.append(m.channel_temporal[-1].bias if m.temporal else 2 * m.channel_mlp[-1].bias)
+            if m.spatial:
+                out.append(m.spatial_temporal[-1].bias if m.temporal else m.spatial_conv.bias)
+        elif isinstance(m, CBAM):
+            out += [2 * m.channel_mlp[-1].bias, m.spatial_bn.bias]
+    assert out
+    return out

@@ -3,6 +3,10 @@
 Channel gate: global avg- and max-pooled descriptors through one shared MLP (C -> C/r -> C, with biases),
 summed, sigmoid, multiply. Spatial gate: channel-wise [max, mean] maps, 7x7 conv (no bias), BatchNorm,
 sigmoid, multiply. Channel gate first. The W3 paper's Table 6 baseline "TSM+CBAM".
+
+Initialisation: as W3 (`W3Attention.open_masks`), the layers before both sigmoids start with bias
+`mask_init_bias` = 3 by default (masks near 0.95: a fresh CBAM branch is ~0.9 x the plain one; the masks of
+CBAM's own init start near 0.5); `mask_init_bias=None` keeps PyTorch's default (CBAM as published).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ class CBAM(nn.Module):
     """CBAM on `(N*T, C, H, W)` (or any `(B, C, *spatial)` 2D map); time plays no part."""
 
     def __init__(self, channels: int, num_segments: int | None = None, reduction: int = 16,
-                 spatial_kernel: int = 7) -> None:
+                 spatial_kernel: int = 7, mask_init_bias: float | None = 3.0) -> None:
         super().__init__()
         hidden = max(channels // reduction, 1)
         self.channel_mlp = nn.Sequential(
@@ -25,6 +29,9 @@ class CBAM(nn.Module):
         )
         self.spatial_conv = nn.Conv2d(2, 1, spatial_kernel, padding=spatial_kernel // 2, bias=False)
         self.spatial_bn = nn.BatchNorm2d(1)
+        if mask_init_bias is not None:
+            nn.init.constant_(self.channel_mlp[-1].bias, mask_init_bias / 2)  # enters twice: avg + max
+            nn.init.constant_(self.spatial_bn.bias, mask_init_bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_maps(x)[0]

@@ -11,7 +11,11 @@ Given a clip's feature map F (T x C x H x W per clip):
 The module works on a 2D recognizer's `(N*T, C, H, W)` map (with `num_segments`) and on a 3D network's
 `(N, C, T, H, W)` map alike, without copies: both are viewed as `(N, T, C, H, W)`.
 Choices the paper leaves open (defaults documented in docs/models.md): reduction ratio, whether the
-temporal 1D convs are depthwise, the hidden width and activation of the two-layer temporal nets.
+temporal 1D convs are depthwise, the hidden width and activation of the two-layer temporal nets, and the
+initialisation. Two sigmoid masks that start near 0.5 scale every attended residual branch by ~0.25 and
+stall training from scratch and fine-tuning alike (docs/models.md, measured); by default the last layer
+before each sigmoid starts with bias `mask_init_bias` = 3, so both masks open near sigmoid(3) = 0.95 and a
+fresh W3 branch is ~0.9 x the plain one. `mask_init_bias=None` keeps PyTorch's default (paper-literal).
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class W3Attention(nn.Module):
         spatial_temporal_hidden: channels between the two 3D convs of eq. 6.
         spatial: False removes the spatio-temporal sub-module (Table 5 "w/o SA").
         temporal: False removes both temporal nets, leaving frame-level attention (Table 5 "w/o TA").
+        mask_init_bias: initial bias of the last layer before each mask's sigmoid (masks start near
+            sigmoid(bias)); None keeps PyTorch's default initialisation.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class W3Attention(nn.Module):
         spatial_temporal_hidden: int = 4,
         spatial: bool = True,
         temporal: bool = True,
+        mask_init_bias: float | None = 3.0,
     ) -> None:
         super().__init__()
         if channel_temporal_groups not in ("depthwise", "full"):
@@ -81,6 +88,19 @@ class W3Attention(nn.Module):
                     nn.ReLU(inplace=True),
                     nn.Conv3d(spatial_temporal_hidden, 1, (k, 3, 3), padding=(pad, 1, 1)),
                 )
+        if mask_init_bias is not None:
+            self.open_masks(mask_init_bias)
+
+    def open_masks(self, bias: float) -> None:
+        """Set the bias of the last layer before each sigmoid mask to `bias` (eq. 3's MLP output enters
+        twice, avg + max, so it gets half). Masks then start near sigmoid(bias) for any input."""
+        if self.temporal:
+            nn.init.constant_(self.channel_temporal[-1].bias, bias)
+        else:
+            nn.init.constant_(self.channel_mlp[-1].bias, bias / 2)
+        if self.spatial:
+            last = self.spatial_temporal[-1] if self.temporal else self.spatial_conv
+            nn.init.constant_(last.bias, bias)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_with_maps(x)[0]
