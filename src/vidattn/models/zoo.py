@@ -18,14 +18,23 @@ from vidattn.models.attention import CBAM, NonLocalBlock, W3Attention
 from vidattn.models.c3d_attention import C3DAttention
 from vidattn.models.recognizer import VideoRecognizer
 from vidattn.models.registry import register_model
-from vidattn.models.resnet import ResNet2d
+from vidattn.models.resnet import BLOCKS, ResNet2d
 from vidattn.models.resnet3d import ResNet3d
 from vidattn.models.tam import TemporalAggregation
 from vidattn.models.temporal_shift import TemporalShift
 
 ATTENTION: dict[str, Callable[..., nn.Module]] = {"w3": W3Attention, "cbam": CBAM}
-# TSM's non-local variant: after blocks layer2[0], layer2[2], layer3[0], layer3[2], layer3[4].
+# TSM's non-local variant: after blocks layer2[0], layer2[2], layer3[0], layer3[2], layer3[4] (ResNet-50),
+# also used on ResNet-101 (as TSM); on ResNet-18/34 the same rule, every other block of layers 2 and 3.
 TSM_NON_LOCAL_POSITIONS = ((2, 0), (2, 2), (3, 0), (3, 2), (3, 4))
+
+
+def tsm_non_local_positions(depth: int) -> tuple[tuple[int, int], ...]:
+    """TSM's five blocks on ResNet-50/101; every other block of layers 2 and 3 on shallower ResNets."""
+    if depth >= 50:
+        return TSM_NON_LOCAL_POSITIONS
+    counts = BLOCKS[depth][1]
+    return tuple((s, i) for s in (2, 3) for i in range(0, counts[s - 1], 2))
 # The non-local paper's I3D ResNet-50 (5 blocks): after layer2[1], layer2[3], layer3[1], layer3[3], layer3[5].
 I3D_NON_LOCAL_POSITIONS = ((2, 1), (2, 3), (3, 1), (3, 3), (3, 5))
 
@@ -93,7 +102,7 @@ def build_recognizer2d(
         temporal_every=temporal_every or (2 if depth == 101 and temporal == "shift" else 1),
         attn_layer=_attention_factory(attention, attention_options),
         post_layer=(lambda c, t: NonLocalBlock(c, t, mode=non_local_mode)) if non_local else None,
-        post_positions=TSM_NON_LOCAL_POSITIONS if non_local else (),
+        post_positions=tsm_non_local_positions(depth) if non_local else (),
         base_width=base_width,
         stem=stem,
     )
@@ -144,7 +153,7 @@ _register_2d("tsn", None, None, False, (18, 34, 50, 101))
 _register_2d("tsm", "shift", None, False, (18, 34, 50, 101))
 _register_2d("tsm_w3", "shift", "w3", False, (18, 34, 50, 101))
 _register_2d("tsm_cbam", "shift", "cbam", False, (18, 50, 101))
-_register_2d("tsm_nl", "shift", None, True, (50, 101))
+_register_2d("tsm_nl", "shift", None, True, (18, 50, 101))
 _register_2d("tsn_w3", None, "w3", False, (18, 50))
 _register_2d("tam", "tam", None, False, (18, 50))
 _register_2d("tam_w3", "tam", "w3", False, (18, 50))
