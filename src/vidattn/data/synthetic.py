@@ -139,6 +139,8 @@ class SynthConfig:
     mode: str = "classic"
     www_distractors: int = 2
     www_window: tuple[float, float] = (0.4, 0.6)
+    #: object radius range as a fraction of ``size`` (actor, distractors and pretraining images)
+    www_radius: tuple[float, float] = (0.10, 0.14)
     actor_appearance: int = appearance_index("square", "red", "checker")
 
     def __post_init__(self) -> None:
@@ -406,14 +408,14 @@ def _window(n: int, fraction: tuple[float, float], rng: np.random.Generator) -> 
     return start, start + length
 
 
-def _motion(name: str, n: int, window: tuple[int, int], size: int, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _motion(name: str, n: int, window: tuple[int, int], size: int, rng: np.random.Generator,
+            radius_range: tuple[float, float] = (0.10, 0.14)) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Offsets from the start position, radius and angle per frame of one object performing motion
     ``name`` (any of :data:`WWW_CLASSES`, reversed ones included) inside ``window``, still outside it.
     Large enough to see at 32-48 px: moves of 35-55% of the frame, radius x1.8-2.5, 90-135 degrees."""
     start, end = window
     p = np.clip((np.arange(n) - start) / max(end - 1 - start, 1), 0.0, 1.0)
-    r0 = rng.uniform(0.10, 0.14) * size
+    r0 = rng.uniform(*radius_range) * size
     angle0 = rng.uniform(0, 2 * np.pi)
     ox, oy, radius, angle = np.zeros(n), np.zeros(n), np.full(n, r0), np.full(n, angle0)
     if name.startswith("move_"):
@@ -461,7 +463,7 @@ def _place(ox: np.ndarray, oy: np.ndarray, radius: np.ndarray, placed: list[dict
 def _www_object(appearance: int, motion: str, cfg: SynthConfig, placed: list[dict[str, Any]],
                 rng: np.random.Generator) -> tuple[dict[str, Any], tuple[int, int]]:
     window = _window(cfg.num_frames, cfg.www_window, rng)
-    ox, oy, radius, angle = _motion(motion, cfg.num_frames, window, cfg.size, rng)
+    ox, oy, radius, angle = _motion(motion, cfg.num_frames, window, cfg.size, rng, cfg.www_radius)
     x, y = _place(ox, oy, radius, placed, cfg.size, rng)
     shape, colour, texture = APPEARANCES[appearance]
     ob = _obj(cfg.num_frames, shape=shape, colour=np.array(COLOURS[colour], np.float64), texture=texture,
@@ -505,15 +507,17 @@ def render_www_video(kind: int, cfg: SynthConfig, rng: np.random.Generator, *, p
                     [list(w) for w in windows])
 
 
-def render_appearance_image(appearance: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def render_appearance_image(appearance: int, size: int, rng: np.random.Generator,
+                            radius: tuple[float, float] = (0.10, 0.14)) -> np.ndarray:
     """``uint8 (size, size, 3)``: one object of ``appearance`` (index into :data:`APPEARANCES`) at a random
-    position and angle, radius 0.10-0.14 ``size``, on a random background of the kind the videos use.
+    position and angle, radius a random fraction in ``radius`` of ``size`` (as ``SynthConfig.www_radius``),
+    on a random background of the kind the videos use.
 
     For pretraining an appearance classifier ("ImageNet stand-in"): drawn by the same code as the videos."""
     if not 0 <= appearance < NUM_APPEARANCES:
         raise ValueError(f"appearance must be 0..{NUM_APPEARANCES - 1}; got {appearance}")
     img = _background(size, rng, 0)
-    r = rng.uniform(0.10, 0.14) * size
+    r = rng.uniform(*radius) * size
     x, y = rng.uniform(_REACH * r, size - _REACH * r, size=2)
     shape, colour, texture = APPEARANCES[appearance]
     ob = _obj(1, shape=shape, colour=np.array(COLOURS[colour], np.float64), texture=texture, x=x, y=y, r=r,

@@ -258,14 +258,14 @@ class ResNet2d(ResNetStages):
 
     `stem="imagenet"`: 7x7 stride-2 conv and 3x3 stride-2 max-pool (ImageNet ResNets, 224 px inputs);
     `stem="small"`: one 3x3 stride-1 conv, no pooling (CIFAR-style, for inputs of 32-64 px, no ImageNet
-    weights then).
+    weights then); `stem="small_s2"`: the same conv with stride 2 (layer1 at half the input size, 4x cheaper).
     """
 
     def __init__(self, depth: int, stem: str = "imagenet", **kwargs: object) -> None:
         super().__init__(depth, dims=2, **kwargs)  # type: ignore[arg-type]
-        if stem not in ("imagenet", "small"):
-            raise ValueError(f"stem must be 'imagenet' or 'small', not {stem!r}")
-        k, stride = (7, 2) if stem == "imagenet" else (3, 1)
+        if stem not in ("imagenet", "small", "small_s2"):
+            raise ValueError(f"stem must be 'imagenet', 'small' or 'small_s2', not {stem!r}")
+        k, stride = {"imagenet": (7, 2), "small": (3, 1), "small_s2": (3, 2)}[stem]
         self.conv1 = kaiming_init(nn.Conv2d(3, self.base_width, k, stride=stride, padding=k // 2, bias=False))
         self.bn1 = nn.BatchNorm2d(self.base_width)
         self.relu = nn.ReLU(inplace=True)
