@@ -1,0 +1,72 @@
+"""The experiment runner: real trials in their own processes, MFR after its teacher, resume, aggregation."""
+
+import json
+import math
+
+import pytest
+
+from vidattn.benchmark import Row, SynthBudget, row_trials
+from vidattn.experiments import TrialError, aggregate, mean_std, plot_seed_curves, run_trials
+
+
+def test_mean_std_is_the_sample_spread():
+    mean, std, n = mean_std([1.0, 2.0, 3.0, None, float("nan")])
+    assert (mean, n) == (2.0, 3) and math.isclose(std, 1.0)
+    assert mean_std([4.0]) == (4.0, 0.0, 1)
+    assert math.isnan(mean_std([])[0])
+
+
+def test_aggregate_groups_rows_over_seeds():
+    results = {f"a-seed{s}": {"key": "a", "seed": s, "test_top1": v, "attention": {"where": {"ratio": r}}}
+               for s, v, r in ((0, 50.0, 1.0), (1, 70.0, 3.0))}
+    results["b-seed0"] = {"key": "b", "seed": 0, "test_top1": 40.0}
+    stats = aggregate(results, ["test_top1", "attention.where.ratio"])
+    assert stats["a"]["test_top1"]["mean"] == 60.0 and math.isclose(stats["a"]["test_top1"]["std"], 200 ** 0.5)
+    assert stats["a"]["attention.where.ratio"]["values"] == [1.0, 3.0]
+    assert "attention.where.ratio" not in stats["b"] and stats["b"]["test_top1"]["n"] == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_budget_and_data(tmp_path_factory):
+    from vidattn.data import generate_synth_actions
+
+    root = tmp_path_factory.mktemp("www")
+    data = generate_synth_actions(root / "data", mode="www", num_classes=2, videos_per_class=5, num_frames=8,
+                                  size=32, split=(0.4, 0.2, 0.4), workers=2, progress=False)
+    budget = SynthBudget(seeds=(0, 1), epochs=1, base_width=4, num_segments=4, batch_size=2, pretrained=False,
+                         c3d_frames=4, progress=False)
+    return budget, data, root
+
+
+def test_trials_run_in_processes_mfr_waits_for_its_teacher_and_reruns_skip(tiny_budget_and_data):
+    budget, data, root = tiny_budget_and_data
+    rows = (Row("w3", "W3", "tsm_w3_r18", attention=True), Row("w3_mfr", "W3 MFR", "tsm_w3_r18", teacher="w3"),
+            Row("c3d_attention", "C3D+att", "c3d_attention", c3d=True))
+    trials = row_trials(rows, budget, data, None)
+    out = root / "exp"
+    results = run_trials(trials, out, workers=2, progress=False)
+    assert sorted(results) == sorted(f"{k}-seed{s}" for k in ("w3", "w3_mfr", "c3d_attention") for s in (0, 1))
+    for name, r in results.items():
+        assert 0 <= r["test_top1"] <= 100 and r["history"], name
+        assert 0 <= r["reversal_pair_accuracy"] <= 100
+    assert "where" in results["w3-seed0"]["attention"] and "when" in results["w3-seed0"]["attention"]
+    student = json.loads((out / "runs" / "w3_mfr-seed1" / "trial.json").read_text())
+    assert student["config"]["distill"]["teacher"].endswith("w3-seed1")
+    c3d = results["c3d_attention-seed0"]["history"][0]
+    assert {"train_top1", "val_top1", "test_top1"} <= set(c3d)  # the UCF-101 paper's Fig. 3 rows
+    stamps = {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in results}
+    again = run_trials(trials, out, workers=2, progress=False)
+    assert again == results
+    assert stamps == {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in results}
+    png = plot_seed_curves(results, out / "curves.png", {r.key: r.label for r in rows})
+    assert png.stat().st_size > 1000
+
+
+def test_a_failing_trial_names_its_log_and_a_rerun_continues(tiny_budget_and_data):
+    budget, data, root = tiny_budget_and_data
+    bad = row_trials((Row("tsm", "TSM", "tsm_r18", {"no_such_option": 1}),), budget, data, None)[:1]
+    with pytest.raises(TrialError, match=r"trial tsm-seed0 failed .*log\.txt"):
+        run_trials(bad, root / "bad", workers=1, progress=False)
+    with pytest.raises(ValueError, match="teacher"):
+        run_trials(row_trials((Row("x", "x", "tsm_r18", teacher="missing"),), budget, data, None), root / "bad2",
+                   progress=False)
