@@ -48,6 +48,22 @@ def _flops(args: argparse.Namespace) -> int:
     return 0
 
 
+def _budget(args: argparse.Namespace, default: object) -> object:
+    """The quickstart/benchmark budget with the command line's --seeds/--epochs/--workers/--videos-per-class."""
+    from dataclasses import replace
+
+    changes: dict[str, object] = {}
+    if args.seeds:
+        changes["seeds"] = tuple(int(x) for x in args.seeds.split(","))
+    if args.epochs:
+        changes["epochs"] = args.epochs
+    if args.workers:
+        changes["workers"] = args.workers
+    if args.videos_per_class:
+        changes["synth"] = {**default.synth, "videos_per_class": args.videos_per_class}  # type: ignore[attr-defined]
+    return replace(default, **changes)  # type: ignore[type-var]
+
+
 @_command("quickstart")
 def _quickstart(args: argparse.Namespace) -> int:
     import time
@@ -55,19 +71,35 @@ def _quickstart(args: argparse.Namespace) -> int:
     from vidattn.quickstart import QuickstartSettings, run_quickstart
 
     start = time.perf_counter()
-    settings = QuickstartSettings(out_dir=args.out, epochs=args.epochs, seed=args.seed, num_threads=args.threads)
-    if args.videos_per_class:
-        settings.synth = {**settings.synth, "videos_per_class": args.videos_per_class}
-    results = run_quickstart(settings)
-    print(f"\nSynthActions test accuracy (same budget for every model), report in {args.out}/report.md:")
-    for key, m in results["models"].items():
-        print(f"  {key:<7} top-1 {m['top1']:5.1f}%   reversal pairs {m['reversal_pair_accuracy']:5.1f}%")
-    box = (results.get("attention") or {}).get("in_box")
-    if box:
-        print(f"  W3 spatial attention inside the actor's box: {100 * box['mass_in_box']:.1f}% of the mass, "
-              f"box covers {100 * box['box_area_fraction']:.1f}% of the frame")
+    default = QuickstartSettings()
+    results = run_quickstart(QuickstartSettings(out_dir=args.out, budget=_budget(args, default.budget)))
+    _print_rows(results["stats"], f"SynthActions test accuracy, mean ± std over seeds; report in {args.out}/report.md")
     print(f"quickstart wall time: {time.perf_counter() - start:.0f} s")
     return 0
+
+
+@_command("benchmark")
+def _benchmark(args: argparse.Namespace) -> int:
+    import time
+
+    from vidattn.benchmark import BENCHMARK_ROWS, SynthBudget, run_benchmark
+
+    start = time.perf_counter()
+    rows = BENCHMARK_ROWS if not args.rows else [r for r in BENCHMARK_ROWS if r.key in args.rows.split(",")]
+    results = run_benchmark(args.out, _budget(args, SynthBudget()), rows)
+    _print_rows(results["stats"], f"benchmark test accuracy, mean ± std over seeds; report in {args.out}/report.md")
+    print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def _print_rows(stats: dict, title: str) -> None:
+    from vidattn.experiments import fmt
+
+    print(f"\n{title}:")
+    for key, m in stats.items():
+        print(f"  {key:<14} top-1 {fmt(m.get('test_top1')):>13}%   reversal pairs "
+              f"{fmt(m.get('reversal_pair_accuracy')):>13}%   W3/CBAM where-ratio "
+              f"{fmt(m.get('attention.where.ratio'), 2)}")
 
 
 @_command("train")
@@ -173,15 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--table", action="store_true", help="print the W3 paper's Tables 1/6/8 rows beside ours")
     p.add_argument("--json", help="with --table: also write the rows to this JSON file")
 
-    p = sub.add_parser("quickstart", help="the README's main job: TSN vs TSM vs TSM+W3 on SynthActions",
-                       description="Generate SynthActions, train TSN, TSM and TSM+W3 with the same budget, "
-                                   "evaluate them and write a report (report.md, results.json, curves.png, "
-                                   "attention figures, predictions).")
-    p.add_argument("--out", default="vidattn-quickstart", help="report folder (default ./vidattn-quickstart)")
-    p.add_argument("--epochs", type=int, default=7, help="training epochs per model (default 7)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's choice)")
-    p.add_argument("--videos-per-class", type=int, help="SynthActions size (default: the generator's)")
+    for name, help_text, description in (
+        ("quickstart", "the README's main job: TSN vs TSM vs TSM+W3 on SynthActions, 3 seeds",
+         "Generate the what-where-when SynthActions benchmark, pretrain the backbone on its appearances, "
+         "fine-tune TSN, TSM and TSM+W3 for every seed with the same budget, and write a report (report.md, "
+         "results.json, curves.png, attention figures, predictions). Rerun to continue an interrupted one."),
+        ("benchmark", "the W3 paper's Tables 5-7 and the UCF-101 paper's Table 1 on SynthActions, 3 seeds",
+         "TSM, +CBAM, +NL, +W3 (with/without MFR, AFR, SA, TA), CBAM with/without MFR, 3D-ConvNet with/without "
+         "attention; mean ± std over seeds beside the papers' numbers (report.md, results.json, curves). "
+         "Resumable: rerun the same command to continue."),
+    ):
+        p = sub.add_parser(name, help=help_text, description=description)
+        p.add_argument("--out", default=f"vidattn-{name}", help=f"report folder (default ./vidattn-{name})")
+        p.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2)")
+        p.add_argument("--epochs", type=int, help="training epochs per run")
+        p.add_argument("--workers", type=int, help="runs trained at once, one CPU thread each (default: cores)")
+        p.add_argument("--videos-per-class", type=int, help="SynthActions size")
+        if name == "benchmark":
+            p.add_argument("--rows", help="comma-separated row keys (default: all; see docs/benchmark.md)")
 
     p = sub.add_parser("train", help="train a model from a recipe YAML",
                        description="Train from a recipe (configs/*.yaml) with key=value overrides, e.g. "
