@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -240,8 +241,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``section.key=value`` (or a top-level ``seed=1``): a config override wherever it stands on the line
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
+_TAKES_OVERRIDES = ("train", "test")
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(other arguments, overrides): for ``train``/``test`` every ``key.sub=value`` token, before or after
+    any flag, is an override, so ``vidattn train --resume RUN train.epochs=5`` and
+    ``vidattn test RUN --split val eval.clips=2`` mean what they say. A token right after ``--`` is kept."""
+    argv = list(argv)
+    command_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command_at is None or argv[command_at] not in _TAKES_OVERRIDES:
+        return argv, []
+    rest, overrides = argv[: command_at + 1], []
+    literal = False
+    for token in argv[command_at + 1 :]:
+        if token == "--" and not literal:
+            literal = True
+            continue
+        if not literal and _OVERRIDE.match(token):
+            overrides.append(token)
+        else:
+            rest.append(token)
+    return rest, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(rest)
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

@@ -336,8 +336,6 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if cfg.distill.teacher:
         cfg.distill.teacher = str(teacher_from_run_dir(cfg.distill.teacher).resolve())
     run_dir = resume_dir if resume_dir is not None else _make_run_dir(cfg, info)
-    if info.is_main:
-        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
     model = builders.build_model(cfg)
     if cfg.train.partial_bn:
@@ -397,6 +395,10 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
                 info.world_size,
             )
         restore_rng_state(rngs[info.rank % len(rngs)])  # last: building things above consumed randomness
+    # only now that the model, data and checkpoint accept this config: a resume override that fails above
+    # leaves the run's config.yaml as it was, so the run can still be resumed
+    if info.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     tb = TBWriter(run_dir / "tensorboard", enabled=info.is_main)
     settings = _settings(cfg, info, cfg.train.max_steps_per_epoch)
     metrics: dict[str, float] = log.rows[-1] if log.rows else {}
