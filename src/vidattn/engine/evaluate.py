@@ -204,7 +204,9 @@ def macs_per_view(model: nn.Module, input_shape: tuple[int, ...]) -> float | Non
 # the `vidattn test` entry point
 
 
-def _resolve_source(source: str | Path, config: Config | None) -> tuple[Path, Config, Path | None]:
+def _resolve_source(
+    source: str | Path, config: Config | None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Path, Config, Path | None]:
     """(weights file, config, run dir) for a run directory or a weights file."""
     p = Path(source)
     run_dir = p if p.is_dir() else (p.parent if (p.parent / CONFIG_FILE).is_file() else None)
@@ -214,7 +216,12 @@ def _resolve_source(source: str | Path, config: Config | None) -> tuple[Path, Co
     if config is None:
         if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{source}: no {CONFIG_FILE} beside the weights; pass a config")
-        config = load_config(run_dir / CONFIG_FILE)
+        # overrides before validation: a CUDA run's config is evaluated on a CPU machine with train.device=cpu
+        return weights, load_config(run_dir / CONFIG_FILE, overrides), run_dir
+    if overrides:
+        from vidattn.config import apply_overrides, config_from_dict, config_to_dict
+
+        config = config_from_dict(apply_overrides(config_to_dict(config), list(overrides)), "overrides")
     return weights, config, run_dir
 
 
@@ -241,12 +248,9 @@ def run_evaluation(
     ``predictions.csv``) into ``output_dir`` (default ``RUN_DIR/eval-{split}-{views}``). Runs under
     torchrun too (sharded, gathered once).
     """
-    from vidattn.config import apply_overrides, config_from_dict, config_to_dict
     from vidattn.engine.builders import build_eval_loader, build_model_from_weights, class_names
 
-    weights, cfg, run_dir = _resolve_source(source, config)
-    if overrides:
-        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), list(overrides)), "overrides")
+    weights, cfg, run_dir = _resolve_source(source, config, overrides)
     info: DistInfo = init_distributed(cfg.train.device)
     try:
         model = build_model_from_weights(weights, cfg).to(info.device)
