@@ -136,3 +136,20 @@ def test_performance_knobs_train_and_partial_bn_freezes_statistics(tiny_config):
 def test_missing_pretrained_file_is_a_one_line_error(tiny_config):
     with pytest.raises(FileNotFoundError, match="model.pretrained: nowhere.pth not found"):
         run_training(tiny_config(**{"model.pretrained": "nowhere.pth"}))
+
+
+def test_a_batch_whose_every_clip_is_unreadable_is_skipped_in_training_and_evaluation(tiny_synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "synth"
+    shutil.copytree(tiny_synth, root)
+    for split in ("train", "val"):
+        bad = (root / f"{split}.txt").read_text().split()[0]
+        (root / bad).write_bytes(b"\x00not a video at all" * 10)
+    extra = {"data.batch_size": 1, "eval.batch_size": 1, "train.max_steps_per_epoch": "null"}
+    result = run_training(load_config(RECIPE, tiny_overrides(root, tmp_path / "runs", **extra)))
+    assert result.metrics["train_num_skipped"] == 1 and result.metrics["train_num_skipped_batches"] == 1
+    assert result.metrics["val_num_skipped"] == 1 and math.isfinite(result.metrics["train_loss"])
+    assert result.metrics["step"] == 12  # the empty batch's step is counted: the schedule stays aligned
+    ev = run_evaluation(result.run_dir, split="val", overrides=["train.progress=false"])
+    assert ev.metrics["num_skipped"] == 1 and ev.num_samples == 3

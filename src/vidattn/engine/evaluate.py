@@ -116,11 +116,12 @@ def predict(
     """This process's per-sample records and the number of skipped (unreadable) samples."""
     model.eval()
     records: list[dict[str, Any]] = []
-    skipped = 0
+    skipped = skipped_batches = 0
     total = len(loader) if hasattr(loader, "__len__") else None
     for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False, dynamic_ncols=True):
         skipped += int(batch.get("num_skipped", 0))
-        if "clip" not in batch or len(batch["clip"]) == 0:
+        if batch.get("clip") is None or len(batch["clip"]) == 0:  # every sample unreadable (on_error=skip)
+            skipped_batches += 1
             continue
         clips = batch["clip"].to(device, non_blocking=True)
         with autocast_context(device, precision):
@@ -146,6 +147,8 @@ def predict(
                     "loss": loss,
                 }
             )
+    if skipped_batches:
+        logger.warning("%s: %d batches skipped whole (every sample unreadable)", desc, skipped_batches)
     return records, skipped
 
 

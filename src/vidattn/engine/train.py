@@ -183,7 +183,9 @@ def train_one_epoch(
     if settings.max_steps is not None:
         n_batches = min(n_batches, settings.max_steps * acc)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    sums = {"loss": 0.0, "fm_loss": 0.0, "correct": 0.0, "seen": 0.0, "skipped": 0.0}
+    sums = {"loss": 0.0, "fm_loss": 0.0, "correct": 0.0, "seen": 0.0, "skipped": 0.0, "skipped_batches": 0.0}
+    window_seen = 0  # clips of the current accumulation window (0: nothing to step on)
+    total: Tensor | None = None
     t0 = time.perf_counter()
     bar = tqdm(total=n_batches, desc=desc, disable=not settings.progress, leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
@@ -194,6 +196,19 @@ def train_one_epoch(
         last_micro = (i + 1) % acc == 0 or i + 1 == n_batches
         if last_micro or i % acc == 0:
             set_lr(optimizer, lr_at(step, schedule))
+        if batch.get("clip") is None:  # every sample of the batch was unreadable (on_error=skip)
+            sums["skipped_batches"] += 1
+            if hasattr(model, "no_sync"):
+                # under DDP the other ranks' backward waits for this rank's gradients: no way to skip alone
+                raise RuntimeError(
+                    f"{desc}: a whole batch of this process was unreadable (data.on_error=skip) under DDP; "
+                    "fix or remove the unreadable videos (see the warnings above) or use a larger data.batch_size"
+                )
+            if last_micro:
+                step = _finish_window(optimizer, params, settings, scaler, step, window_seen, total)
+                window_seen, total = 0, None
+            bar.update(1)
+            continue
         clips = batch["clip"].to(settings.device, non_blocking=True)
         labels = torch.as_tensor(batch["label"]).to(settings.device, non_blocking=True)
         if settings.channels_last and clips.dim() == 5:
@@ -217,25 +232,10 @@ def train_one_epoch(
         sums["fm_loss"] += float(fm.detach()) * len(clips) if fm is not None else 0.0
         sums["correct"] += _correct(logits, labels)
         sums["seen"] += len(clips)
+        window_seen += len(clips)
         if last_micro:
-            # every rank must agree to stop, or the others would wait forever in the next all-reduce
-            bad = all_reduce_sum([0.0 if math.isfinite(float(total.detach())) else 1.0])[0]
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite loss ({float(total.detach())}) at optimizer step {step}: stopping; "
-                    "lower optim.lr or use train.precision=fp32"
-                )
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if settings.grad_clip is not None and settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            step = _finish_window(optimizer, params, settings, scaler, step, window_seen, total)
+            window_seen, total = 0, None
         elapsed = time.perf_counter() - t0
         bar.update(1)
         bar.set_postfix(
@@ -245,18 +245,55 @@ def train_one_epoch(
             lr=f"{optimizer.param_groups[0]['lr'] / optimizer.param_groups[0].get('lr_mult', 1):.2e}",
         )
     bar.close()
-    loss_sum, fm_sum, correct, seen, skipped = all_reduce_sum(
-        [sums["loss"], sums["fm_loss"], sums["correct"], sums["seen"], sums["skipped"]]
+    loss_sum, fm_sum, correct, seen, skipped, skipped_batches = all_reduce_sum(
+        [sums["loss"], sums["fm_loss"], sums["correct"], sums["seen"], sums["skipped"], sums["skipped_batches"]]
     )
+    if skipped_batches:
+        logger.warning("%s: %d batches skipped whole (every clip unreadable)", desc, int(skipped_batches))
     stats = {
         "loss": loss_sum / max(seen, 1),
         "top1": 100.0 * correct / max(seen, 1),
         "num_skipped": skipped,
+        "num_skipped_batches": skipped_batches,
         "clips_per_s": seen / max(time.perf_counter() - t0, 1e-9),
     }
     if teacher is not None:
         stats["fm_loss"] = fm_sum / max(seen, 1)
     return stats, step
+
+
+def _finish_window(
+    optimizer: torch.optim.Optimizer,
+    params: list[Tensor],
+    settings: StepSettings,
+    scaler: torch.amp.GradScaler | None,
+    step: int,
+    window_seen: int,
+    total: Tensor | None,
+) -> int:
+    """End of an accumulation window: NaN check, unscale, clip, step. A window whose every batch was
+    unreadable has no gradients: its step is counted (the schedule stays aligned) but nothing changes."""
+    if window_seen == 0 or total is None:
+        optimizer.zero_grad(set_to_none=True)
+        return step + 1
+    # every rank must agree to stop, or the others would wait forever in the next all-reduce
+    bad = all_reduce_sum([0.0 if math.isfinite(float(total.detach())) else 1.0])[0]
+    if bad:
+        raise NonFiniteLossError(
+            f"non-finite loss ({float(total.detach())}) at optimizer step {step}: stopping; "
+            "lower optim.lr or use train.precision=fp32"
+        )
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if settings.grad_clip is not None and settings.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step + 1
 
 
 # ----------------------------------------------------------------------------------------------------------
