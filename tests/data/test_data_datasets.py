@@ -267,3 +267,15 @@ def test_skip_policy_counts_bad_files_across_workers(tmp_path, media):
         list(DataLoader(strict, batch_size=2, num_workers=2, collate_fn=collate_clips))
     all_bad = collate_clips([None, None])
     assert all_bad["clip"] is None and all_bad["num_skipped"] == 2
+
+
+def test_label_outside_the_classes_is_an_error_naming_file_and_line(tmp_path, media):
+    write(tmp_path / "l.txt", f"{media['avi_xvid']} 0\n{media['avi_xvid']} 5\n")
+    with pytest.raises(ValueError, match=r"l.txt:2: label 5 is outside \[0, 2\)"):
+        ListDataset(tmp_path, list_file=tmp_path / "l.txt", classes=["a", "b"])
+    ds = ListDataset(tmp_path, list_file=tmp_path / "l.txt")
+    with pytest.raises(ValueError, match=r"l.txt:2: label 5 is outside \[0, 4\) \(data.num_classes=4\)"):
+        ds.check_labels(4, "data.num_classes")
+    write(tmp_path / "neg.txt", f"{media['avi_xvid']} -3\n")
+    with pytest.raises(ValueError, match=r"neg.txt:1: label -3"):
+        ListDataset(tmp_path, list_file=tmp_path / "neg.txt", classes=["a"])

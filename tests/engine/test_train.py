@@ -153,3 +153,8 @@ def test_a_batch_whose_every_clip_is_unreadable_is_skipped_in_training_and_evalu
     assert result.metrics["step"] == 12  # the empty batch's step is counted: the schedule stays aligned
     ev = run_evaluation(result.run_dir, split="val", overrides=["train.progress=false"])
     assert ev.metrics["num_skipped"] == 1 and ev.num_samples == 3
+
+
+def test_too_small_num_classes_is_found_when_the_dataset_is_read(tiny_config):
+    with pytest.raises(ValueError, match=r"train.txt:\d+: label 3 is outside \[0, 3\) \(data.num_classes=3\)"):
+        run_training(tiny_config(**{"data.num_classes": 3}))

@@ -37,7 +37,8 @@ def parse_list_file(
         num_frames = numbers.pop(0) if mode == "frames" else None
         label: int | tuple[int, ...] = numbers[0] if len(numbers) == 1 else tuple(numbers)
         video_id = os.path.splitext(rel)[0] if mode == "video" else rel
-        records.append(VideoRecord(os.path.join(data_prefix, rel), label, video_id, num_frames=num_frames))
+        records.append(VideoRecord(os.path.join(data_prefix, rel), label, video_id, num_frames=num_frames,
+                                   meta={"source": f"{list_file}:{lineno}"}))
     return records
 
 
