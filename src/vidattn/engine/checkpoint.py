@@ -16,10 +16,12 @@ parameters is never written over a good checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +38,7 @@ __all__ = [
     "CONFIG_FILE",
     "atomic_write",
     "atomic_write_text",
+    "DiskFullError",
     "unwrap",
     "all_finite",
     "capture_rng_state",
@@ -66,9 +69,31 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            tmp_path.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(err.errno, f"disk full writing {path.name} ({free / 2**20:.1f} MiB free in "
+                                f"{path.parent}); the previous file is intact: free space, then resume",
+                                str(path)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing a run file; the previous version is intact."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file object: a full disk is an ``OSError(ENOSPC)``, not torch's
+    ``unexpected pos`` RuntimeError."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -169,7 +194,7 @@ def save_training_state(
         # the config travels as JSON text so that any value type survives weights_only loading
         "config_json": json.dumps(config) if config is not None else None,
     }
-    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_write(path, lambda p: _torch_save(state, p))
     return True
 
 
