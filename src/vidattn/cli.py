@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -156,7 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Efficient, attentive video action recognition: W3, TSM, CBAM, non-local, I3D, TAM and "
                     "the UCF-101 3D-CNN with attention.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (VIDATTN_DEBUG=1 shows full tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list-models", help="list registered model names")
@@ -274,12 +276,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("VIDATTN_DEBUG", "") not in ("", "0"):
+        return _COMMANDS[args.command](args)  # full tracebacks
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"vidattn {args.command}: error: {message}", file=sys.stderr)
+    except _user_errors() as err:
+        print(f"vidattn: error: {error_line(err)}", file=sys.stderr)
         return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Our error types: a user-facing problem with a one-line message naming the file or key."""
+    from vidattn.data.video import VideoError
+    from vidattn.models.compat import CheckpointError
+
+    return (ValueError, KeyError, OSError, CheckpointError, VideoError)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for the user: ``<file or key>: <problem>`` (set ``VIDATTN_DEBUG=1`` for the traceback)."""
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    elif isinstance(err, OSError) and err.filename is not None and (not err.args or len(err.args) == 2):
+        message = f"{err.filename}: {err.strerror or err}"
+    else:
+        message = str(err) or type(err).__name__
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":
