@@ -283,14 +283,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _user_errors() as err:
         print(f"vidattn: error: {error_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"vidattn: {error_line(err) if str(err) else 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Our error types: a user-facing problem with a one-line message naming the file or key."""
     from vidattn.data.video import VideoError
+    from vidattn.engine.train import NonFiniteLossError
     from vidattn.models.compat import CheckpointError
 
-    return (ValueError, KeyError, OSError, CheckpointError, VideoError)
+    return (ValueError, KeyError, OSError, CheckpointError, VideoError, NonFiniteLossError)
 
 
 def error_line(err: BaseException) -> str:

@@ -158,3 +158,37 @@ def test_a_batch_whose_every_clip_is_unreadable_is_skipped_in_training_and_evalu
 def test_too_small_num_classes_is_found_when_the_dataset_is_read(tiny_config):
     with pytest.raises(ValueError, match=r"train.txt:\d+: label 3 is outside \[0, 3\) \(data.num_classes=3\)"):
         run_training(tiny_config(**{"data.num_classes": 3}))
+
+
+def test_nan_in_the_first_epoch_says_there_is_no_checkpoint_and_no_fp32_hint_in_fp32(tiny_config):
+    cfg = tiny_config(**{"optim.name": "sgd", "optim.lr": 1e30, "train.grad_clip": "null", "train.epochs": 2})
+    with pytest.raises(NonFiniteLossError) as err:
+        run_training(cfg)
+    msg = str(err.value)
+    assert "no checkpoint yet" in msg and "precision=fp32" not in msg and "lower optim.lr" in msg
+
+
+def test_sigint_marks_the_run_interrupted_and_prints_the_resume_command(tiny_synth, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    extra = {"train.epochs": 50, "data.num_workers": 1}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vidattn.cli", "train", str(RECIPE),
+                             *tiny_overrides(tiny_synth, tmp_path, **extra)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "run"
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert f"vidattn train --resume {run_dir}" in err and "kept" in err and "checkpoint.pt after epoch" in err
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"

@@ -64,6 +64,7 @@ from vidattn.runtime import tune_cpu_allocator
 __all__ = [
     "RunResult",
     "NonFiniteLossError",
+    "TrainingInterrupted",
     "StepSettings",
     "seed_everything",
     "apply_partial_bn",
@@ -78,6 +79,11 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped and its last good checkpoint is intact."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: run.json says "interrupted"; the message says what was kept and
+    the exact resume command."""
 
 
 @dataclass
@@ -279,10 +285,9 @@ def _finish_window(
     # every rank must agree to stop, or the others would wait forever in the next all-reduce
     bad = all_reduce_sum([0.0 if math.isfinite(float(total.detach())) else 1.0])[0]
     if bad:
-        raise NonFiniteLossError(
-            f"non-finite loss ({float(total.detach())}) at optimizer step {step}: stopping; "
-            "lower optim.lr or use train.precision=fp32"
-        )
+        hint = "lower optim.lr" + (" or use train.precision=fp32" if settings.precision != "fp32" else "")
+        raise NonFiniteLossError(f"non-finite loss ({float(total.detach())}) at optimizer step {step}: "
+                                 f"stopping; {hint}")
     if scaler is not None:
         scaler.unscale_(optimizer)
     if settings.grad_clip is not None and settings.grad_clip > 0:
@@ -487,16 +492,35 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
                 best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb, rngs)
             barrier()
     except NonFiniteLossError as err:
-        logger.error("%s; last good checkpoint: %s", err, run_dir / CHECKPOINT)
+        kept = _kept(run_dir)
+        logger.error("%s; %s", err, kept)
         if info.is_main:
             _write_run_json(run_dir, cfg, info, metrics, best, status=f"stopped: {err}")
-        raise
+        raise NonFiniteLossError(f"{run_dir}: {err}; {kept}") from None
+    except KeyboardInterrupt:
+        if info.is_main:
+            _write_run_json(run_dir, cfg, info, metrics, best, status="interrupted")
+        raise TrainingInterrupted(
+            f"{run_dir}: interrupted; {_kept(run_dir)}; continue with: vidattn train --resume {run_dir}"
+        ) from None
     finally:
         tb.close()
     if info.is_main:
         _write_run_json(run_dir, cfg, info, metrics, best, status="finished")
     barrier()  # every rank returns after the run directory is complete
     return RunResult(run_dir=run_dir, metrics=metrics, best=best, epochs=cfg.train.epochs)
+
+
+def _kept(run_dir: Path) -> str:
+    """What a stopped run kept: the checkpoint's epoch, or that there is none yet."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return f"no checkpoint yet (stopped in the first epoch), nothing to resume in {run_dir}"
+    try:
+        epoch = load_training_state(path)["epoch"]
+    except (ValueError, FileNotFoundError):
+        return f"{path} is unreadable"
+    return f"kept {path} after epoch {epoch} (and its model_last/best weights)"
 
 
 def _end_of_epoch(
