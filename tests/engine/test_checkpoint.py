@@ -115,3 +115,21 @@ def test_full_disk_says_so_and_where(tmp_path):
         atomic_write(tmp_path / "checkpoint.pt", full)
     except DiskFullError as e:
         assert error_line(e).startswith(f"{tmp_path / 'checkpoint.pt'}: disk full")
+
+
+def test_run_files_get_the_mode_open_would_give(tmp_path):
+    import stat
+
+    from vidattn.models.compat import save_weights
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o640

@@ -192,3 +192,14 @@ def test_sigint_marks_the_run_interrupted_and_prints_the_resume_command(tiny_syn
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     assert f"vidattn train --resume {run_dir}" in err and "kept" in err and "checkpoint.pt after epoch" in err
     assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_removes_the_temporaries_of_a_killed_write(tiny_config):
+    run = run_training(tiny_config()).run_dir
+    orphans = [run / ".checkpoint.pt.k3j_x9q2.tmp.pt", run / ".model_last.safetensors.ab12cd34.tmp"]
+    for p in orphans:
+        p.write_bytes(b"torn")
+    keep = run / ".keepme"
+    keep.write_text("user file")
+    resume_training(run, ["train.epochs=2"])
+    assert not any(p.exists() for p in orphans) and keep.exists()

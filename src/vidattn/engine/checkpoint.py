@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import random
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -39,6 +40,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "DiskFullError",
+    "remove_orphan_temporaries",
     "unwrap",
     "all_finite",
     "capture_rng_state",
@@ -64,8 +66,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    from vidattn.models.compat import chmod_like_open
+
     try:
         write(tmp_path)
+        chmod_like_open(tmp_path)  # run files are 0644 (with the usual umask), not mkstemp's 0600
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
@@ -80,6 +85,24 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+# ``.{name}.{8 random chars}.tmp[suffix]``: the temporary files of atomic_write and save_weights
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def remove_orphan_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed write left in ``folder`` (not recursive); returns them.
+
+    Call only when no other process writes into ``folder`` (a run's start or resume, on rank 0)."""
+    removed = []
+    for p in Path(folder).glob(".*"):
+        if p.is_file() and _TEMPORARY.match(p.name):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        logger.info("%s: removed %d temporary files of an interrupted write", folder, len(removed))
+    return removed
 
 
 class DiskFullError(OSError):

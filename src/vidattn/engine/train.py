@@ -41,6 +41,7 @@ from vidattn.engine.checkpoint import (
     capture_rng_state,
     export_weights,
     load_training_state,
+    remove_orphan_temporaries,
     restore_rng_state,
     save_training_state,
     unwrap,
@@ -378,6 +379,8 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if cfg.distill.teacher:
         cfg.distill.teacher = str(teacher_from_run_dir(cfg.distill.teacher).resolve())
     run_dir = resume_dir if resume_dir is not None else _make_run_dir(cfg, info)
+    if info.is_main:
+        remove_orphan_temporaries(run_dir)  # of a write killed mid-way (kill -9, power loss)
 
     model = builders.build_model(cfg)
     if cfg.train.partial_bn:

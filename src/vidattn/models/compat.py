@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,12 +100,24 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        chmod_like_open(tmp)  # mkstemp's 0600 would otherwise stay
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def chmod_like_open(path: str | os.PathLike) -> None:
+    """Give a ``mkstemp`` file (0600) the mode ``open()`` would have given it: 0666 minus the umask."""
+    with _UMASK_LOCK:  # reading the umask means setting it; keep other threads of ours out meanwhile
+        umask = os.umask(0o022)
+        os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
