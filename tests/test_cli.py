@@ -138,3 +138,17 @@ def test_load_predictor_accepts_a_run_directory(run_dir):
 
     predictor = load_predictor(run_dir, device="cpu")
     assert predictor.predict(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 4)
+
+
+def test_predict_annotate_keeps_same_stem_videos_apart(run_dir, synth, tmp_path):
+    import shutil
+
+    from vidattn.predict import annotated_names
+
+    assert annotated_names(["a/x.avi", "a/x.mp4", "b/x.mp4", "y.avi"], 5) == [
+        "x.avi_top5.mp4", "x.mp4_top5.mp4", "x.mp4-2_top5.mp4", "y_top5.mp4"]
+    video = next((synth / "videos").rglob("*.avi"))
+    shutil.copy(video, tmp_path / "x.avi")
+    shutil.copy(video, tmp_path / "x.mp4")
+    vidattn("predict", tmp_path / "x.avi", tmp_path / "x.mp4", "--weights", run_dir, "--annotate", tmp_path / "ann")
+    assert sorted(p.name for p in (tmp_path / "ann").glob("*.mp4")) == ["x.avi_top5.mp4", "x.mp4_top5.mp4"]

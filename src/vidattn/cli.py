@@ -106,7 +106,7 @@ def _test(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vidattn.predict import annotate_video, predict_videos, write_predictions_json
+    from vidattn.predict import annotate_video, annotated_names, predict_videos, write_predictions_json
 
     preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, size=args.size,
                            on_error="skip")
@@ -120,9 +120,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         write_predictions_json(preds, args.json)
     if args.annotate:
-        for p in preds:
+        names = annotated_names([p["video"] for p in preds], args.topk)
+        for p, name in zip(preds, names):
             if "error" not in p:
-                annotate_video(p["video"], p, Path(args.annotate) / f"{Path(p['video']).stem}_top{args.topk}.mp4")
+                annotate_video(p["video"], p, Path(args.annotate) / name)
     return 1 if all("error" in p for p in preds) else 0
 
 

@@ -201,6 +201,20 @@ def resolve_class_names(model: nn.Module, class_names: ClassNames = None, weight
     return per_head
 
 
+def annotated_names(videos: Sequence[PathLike], topk: int) -> list[str]:
+    """Output file names for ``predict --annotate``, distinct even for videos of the same stem
+    (``x.avi``/``x.mp4`` -> ``x.avi_top5.mp4``/``x.mp4_top5.mp4``; same names in other folders get ``-2``...)."""
+    stems = [Path(v).stem for v in videos]
+    names = [Path(v).stem if stems.count(Path(v).stem) == 1 else Path(v).name for v in videos]
+    out: list[str] = []
+    for name in names:
+        candidate, n = f"{name}_top{topk}.mp4", 2
+        while candidate in out:
+            candidate, n = f"{name}-{n}_top{topk}.mp4", n + 1
+        out.append(candidate)
+    return out
+
+
 def _weights_metadata(weights: PathLike | None) -> dict[str, Any]:
     """``vidattn_config`` of a safetensors file, read from its header only (the model rebuilt from it by
     ``create_model`` keeps name/classes/segments/options, not extra keys such as ``classes``)."""
