@@ -203,3 +203,27 @@ def test_resume_removes_the_temporaries_of_a_killed_write(tiny_config):
     keep.write_text("user file")
     resume_training(run, ["train.epochs=2"])
     assert not any(p.exists() for p in orphans) and keep.exists()
+
+
+def test_resuming_with_another_world_size_warns_about_the_global_batch(tiny_config, caplog):
+    import logging
+
+    from vidattn.engine.checkpoint import load_training_state, save_training_state
+    from vidattn.engine.optim import build_optimizer
+    from vidattn.engine.train import builders
+
+    run = run_training(tiny_config()).run_dir
+    # the checkpoint of a 2-process run: one RNG state per rank
+    state = load_training_state(run / "checkpoint.pt")
+    cfg = load_config(run / "config.yaml")
+    model = builders.build_model(cfg)
+    model.load_state_dict(state["model"])
+    optimizer = build_optimizer(model, cfg.optim, fine_tune=False)
+    optimizer.load_state_dict(state["optimizer"])
+    save_training_state(run / "checkpoint.pt", model=model, optimizer=optimizer, epoch=state["epoch"],
+                        step=state["step"], best=state["best"], config=state["config"], history=state["history"],
+                        rng_per_rank=state["rng"] * 2)
+    with caplog.at_level(logging.WARNING, logger="vidattn.engine.train"):
+        resume_training(run, ["train.epochs=2"])
+    lines = [r.getMessage() for r in caplog.records if "processes" in r.getMessage()]
+    assert len(lines) == 1 and "2-process run with 1 processes: global batch 8 -> 4" in lines[0]

@@ -433,11 +433,17 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if resume_dir is not None:
         rngs = state["rng"]
         if len(rngs) != info.world_size:
+            before = cfg.data.batch_size * acc * len(rngs)
             logger.warning(
-                "checkpoint has RNG states of %d processes, this run has %d: the resumed run "
-                "is deterministic but not bit-identical to an uninterrupted one",
+                "resuming a %d-process run with %d processes: global batch %d -> %d (lr scaled with it if "
+                "optim.lr_batch_size is set), %d steps per epoch now; deterministic but not bit-identical to "
+                "an uninterrupted run (resume with %d processes for that)",
                 len(rngs),
                 info.world_size,
+                before,
+                global_batch,
+                steps_per_epoch,
+                len(rngs),
             )
         restore_rng_state(rngs[info.rank % len(rngs)])  # last: building things above consumed randomness
     # only now that the model, data and checkpoint accept this config: a resume override that fails above
