@@ -227,3 +227,15 @@ def test_resuming_with_another_world_size_warns_about_the_global_batch(tiny_conf
         resume_training(run, ["train.epochs=2"])
     lines = [r.getMessage() for r in caplog.records if "processes" in r.getMessage()]
     assert len(lines) == 1 and "2-process run with 1 processes: global batch 8 -> 4" in lines[0]
+
+
+def test_multi_label_list_trains_and_evaluates(tiny_synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "ml"
+    shutil.copytree(tiny_synth, root)
+    lines = (root / "train.txt").read_text().splitlines()
+    (root / "train.txt").write_text("".join(f"{ln} {(int(ln.split()[1]) + 1) % 4}\n" for ln in lines))
+    extra = {"data.dataset": "list", "data.options": "{multi_class: true, num_classes: 4}"}
+    result = run_training(load_config(RECIPE, tiny_overrides(root, tmp_path / "runs", **extra)))
+    assert math.isfinite(result.metrics["train_loss"]) and 0 <= result.metrics["val_top1"] <= 100

@@ -95,11 +95,17 @@ def forward_views(model: nn.Module, clips: Tensor, average: str = "softmax") -> 
     return scores, logits
 
 
-def _labels_of(batch: dict[str, Any]) -> Tensor | None:
+def _labels_of(batch: dict[str, Any], scores: list[Tensor] | None = None) -> Tensor | None:
     label = batch.get("label")
     if label is None:
         return None
     label = torch.as_tensor(label)
+    if label.is_floating_point() and scores is not None:
+        # multi-hot (mmaction2 multi_class): the predicted class if it is one of the sample's, else its
+        # first class, so top-1 counts a hit on any of them (top-5 and the confusion matrix use that class)
+        top = scores[0].argmax(dim=1).cpu()
+        hit = label.gather(1, top[:, None])[:, 0] > 0
+        return torch.where(hit, top, label.argmax(dim=1)).view(-1, 1).long()
     return label.view(label.shape[0], -1).long()  # (B, heads)
 
 
@@ -126,7 +132,7 @@ def predict(
         clips = batch["clip"].to(device, non_blocking=True)
         with autocast_context(device, precision):
             scores, logits = forward_views(model, clips, average)
-        labels = _labels_of(batch)
+        labels = _labels_of(batch, scores)
         losses = torch.full((clips.shape[0],), math.nan)
         if labels is not None:
             losses = sum(

@@ -153,7 +153,11 @@ def _heads(logits: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
 
 
 def classification_loss(logits: Tensor | tuple[Tensor, ...], labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy, summed over heads (EPIC verb + noun); ``labels`` is (B,) or (B, heads)."""
+    """Cross-entropy, summed over heads (EPIC verb + noun); ``labels`` is (B,) or (B, heads).
+
+    Float ``labels`` (B, K) are multi-hot targets (mmaction2 ``multi_class`` lists): binary cross-entropy."""
+    if labels.is_floating_point():
+        return F.binary_cross_entropy_with_logits(_heads(logits)[0].float(), labels.float())
     labels = labels.view(labels.shape[0], -1)
     return sum(
         F.cross_entropy(z.float(), labels[:, h], label_smoothing=label_smoothing) for h, z in enumerate(_heads(logits))
@@ -161,7 +165,10 @@ def classification_loss(logits: Tensor | tuple[Tensor, ...], labels: Tensor, lab
 
 
 def _correct(logits: Tensor | tuple[Tensor, ...], labels: Tensor) -> int:
-    """Samples whose top-1 is right on every head."""
+    """Samples whose top-1 is right on every head (multi-hot labels: top-1 is one of the sample's classes)."""
+    if labels.is_floating_point():
+        top = _heads(logits)[0].argmax(dim=1, keepdim=True)
+        return int((labels.gather(1, top) > 0).sum())
     labels = labels.view(labels.shape[0], -1)
     ok = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
     for h, z in enumerate(_heads(logits)):

@@ -115,7 +115,7 @@ class ClipDataset(Dataset):
         self.epoch = 0
         self.reader_kw = dict(reader_kw or {})
         #: mmaction2's ``multi_class``: a record's label is the set of its classes (a multi-hot target)
-        self.multi_class = False
+        self.multi_class = bool(getattr(self, "_multi_class", False))
         if not isinstance(classes, dict):
             self.check_labels()
 
@@ -202,6 +202,10 @@ class ClipDataset(Dataset):
                 "video_id": record.video_id}
 
     def _label(self, label: Label, flipped: bool) -> int | torch.Tensor:
+        if self.multi_class:  # multi-hot over the classes: every sample's target has the same length
+            target = torch.zeros(len(self.classes), dtype=torch.float32)
+            target[list(label) if isinstance(label, Sequence) else [label]] = 1.0
+            return target
         if isinstance(label, Sequence):
             return torch.tensor(list(label), dtype=torch.long)
         return self.flip_label_map.get(label, label) if flipped else label
