@@ -8,18 +8,21 @@
 - Multi-label lists (mmaction2 ``multi_class=True``): ``path label1 label2 ...``; the label is a multi-hot
   float vector over the classes (trained with a binary cross-entropy).
 
-A line with more columns than its mode defines is an error unless ``multi_class`` (or, for a 4-column
-frame list, ``with_offset``) says how to read it.
+Without ``multi_class``, several labels on a line are one label per head (e.g. verb, noun), so every line
+needs the same number; a 4-column frame list read without ``with_offset`` logs a warning saying so.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 from vidattn.data.datasets.base import ClipDataset, VideoRecord, read_lines
 
 __all__ = ["ListDataset", "parse_list_file"]
+
+logger = logging.getLogger(__name__)
 
 
 def parse_list_file(
@@ -32,6 +35,7 @@ def parse_list_file(
     if with_offset and mode != "frames":
         raise ValueError("with_offset applies to frame lists (mode: frames) only")
     records = []
+    widths: list[int] = []  # field counts per line: one label per head, the same number on every line
     need = 2 if mode == "video" else (4 if with_offset else 3)
     for lineno, line in enumerate(read_lines(list_file, "list file"), 1):
         parts = line.split()
@@ -42,11 +46,14 @@ def parse_list_file(
             numbers = [int(p) for p in parts[1:]]
         except ValueError as e:
             raise ValueError(f"{where}: cannot parse {line!r} ({e})") from None
-        if len(parts) > need and not multi_class:
-            hint = ("an offset frame list (dir offset total label) needs data.options.with_offset: true; "
-                    if mode == "frames" and len(parts) == 4 else "")
-            raise ValueError(f"{where}: {len(parts)} fields where '{mode}' lists have {need}; {hint}"
-                             "a multi-label list needs data.options.multi_class: true")
+        if not multi_class:
+            if widths and len(parts) != widths[0]:
+                raise ValueError(f"{where}: {len(parts) - need + 1} labels where line 1 has "
+                                 f"{widths[0] - need + 1}; a multi-label list needs data.options.multi_class: true")
+            if mode == "frames" and len(parts) == 4 and not with_offset and not widths:
+                logger.warning("%s: 4 fields, read as 'dir num_frames label1 label2' (two heads); an offset "
+                               "frame list (dir offset total label) needs data.options.with_offset: true", where)
+            widths.append(len(parts))
         rel = parts[0]
         start, stop, num_frames = 0, None, None
         if mode == "frames":
@@ -55,7 +62,7 @@ def parse_list_file(
                 start, stop, num_frames = offset, offset + total, offset + total
             else:
                 num_frames = numbers.pop(0)
-        label: int | tuple[int, ...] = tuple(numbers) if multi_class else numbers[0]
+        label: int | tuple[int, ...] = tuple(numbers) if multi_class or len(numbers) > 1 else numbers[0]
         video_id = os.path.splitext(rel)[0] if mode == "video" else rel
         if with_offset:
             video_id = f"{rel}/{start}-{stop}"
