@@ -105,3 +105,50 @@ def test_quickstart_shows_temporal_modelling_matter(tmp_path):
     box = results["attention"]["in_box"]
     assert 0 < box["box_area_fraction"] < 1 and 0 < box["mass_in_box"] < 1
     assert "quickstart wall time" in proc.stdout
+
+
+def _one_line_error(proc, *needles):
+    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith(("INFO ", "WARNING "))]
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert len(err) == 1 and err[0].startswith("vidattn: error: "), proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_user_errors_are_one_line_with_exit_code_2(run_dir, tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    _one_line_error(vidattn("visualize", bad, "--weights", run_dir, "--out", tmp_path / "att", check=False),
+                    "broken.mp4")
+    _one_line_error(vidattn("predict", bad, "--weights", tmp_path / "no_such_run", check=False), "no_such_run")
+    (tmp_path / "classes.txt").write_text("a\nb\n")
+    _one_line_error(vidattn("predict", bad, "--weights", run_dir / "model_last.safetensors", "--classes",
+                            tmp_path / "classes.txt", check=False), "classes.txt")
+    # the traceback stays one variable away
+    proc = subprocess.run([sys.executable, "-m", "vidattn.cli", "predict", str(bad), "--weights",
+                           str(tmp_path / "no_such_run")], capture_output=True, text=True,
+                          env={**ENV, "VIDATTN_DEBUG": "1"}, cwd=ROOT)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_load_predictor_accepts_a_run_directory(run_dir):
+    import torch
+
+    from vidattn.inference import load_predictor
+
+    predictor = load_predictor(run_dir, device="cpu")
+    assert predictor.predict(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 4)
+
+
+def test_predict_annotate_keeps_same_stem_videos_apart(run_dir, synth, tmp_path):
+    import shutil
+
+    from vidattn.predict import annotated_names
+
+    assert annotated_names(["a/x.avi", "a/x.mp4", "b/x.mp4", "y.avi"], 5) == [
+        "x.avi_top5.mp4", "x.mp4_top5.mp4", "x.mp4-2_top5.mp4", "y_top5.mp4"]
+    video = next((synth / "videos").rglob("*.avi"))
+    shutil.copy(video, tmp_path / "x.avi")
+    shutil.copy(video, tmp_path / "x.mp4")
+    vidattn("predict", tmp_path / "x.avi", tmp_path / "x.mp4", "--weights", run_dir, "--annotate", tmp_path / "ann")
+    assert sorted(p.name for p in (tmp_path / "ann").glob("*.mp4")) == ["x.avi_top5.mp4", "x.mp4_top5.mp4"]

@@ -84,7 +84,7 @@ def test_class_names_from_metadata_run_dir_or_argument(synth, tmp_path):
     ucf = tmp_path / "classInd.txt"
     ucf.write_text("1 ApplyEyeMakeup\n2 ApplyLipstick\n3 Archery\n4 BabyCrawling\n")
     assert resolve_class_names(model, ucf)[0][2] == "Archery"
-    with pytest.raises(ValueError, match="3 class names given for a classifier of 4"):
+    with pytest.raises(ValueError, match="3 class names for a classifier of 4"):
         resolve_class_names(model, ["a", "b", "c"])
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 
@@ -136,7 +138,7 @@ def _test(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from vidattn.predict import annotate_video, predict_videos, write_predictions_json
+    from vidattn.predict import annotate_video, annotated_names, predict_videos, write_predictions_json
 
     preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, size=args.size,
                            on_error="skip")
@@ -150,9 +152,10 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json:
         write_predictions_json(preds, args.json)
     if args.annotate:
-        for p in preds:
+        names = annotated_names([p["video"] for p in preds], args.topk)
+        for p, name in zip(preds, names):
             if "error" not in p:
-                annotate_video(p["video"], p, Path(args.annotate) / f"{Path(p['video']).stem}_top{args.topk}.mp4")
+                annotate_video(p["video"], p, Path(args.annotate) / name)
     return 1 if all("error" in p for p in preds) else 0
 
 
@@ -187,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Efficient, attentive video action recognition: W3, TSM, CBAM, non-local, I3D, TAM and "
                     "the UCF-101 3D-CNN with attention.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging (VIDATTN_DEBUG=1 shows full tracebacks)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list-models", help="list registered model names")
@@ -281,16 +285,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: ``section.key=value`` (or a top-level ``seed=1``): a config override wherever it stands on the line
+_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
+_TAKES_OVERRIDES = ("train", "test")
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(other arguments, overrides): for ``train``/``test`` every ``key.sub=value`` token, before or after
+    any flag, is an override, so ``vidattn train --resume RUN train.epochs=5`` and
+    ``vidattn test RUN --split val eval.clips=2`` mean what they say. A token right after ``--`` is kept."""
+    argv = list(argv)
+    command_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if command_at is None or argv[command_at] not in _TAKES_OVERRIDES:
+        return argv, []
+    rest, overrides = argv[: command_at + 1], []
+    literal = False
+    for token in argv[command_at + 1 :]:
+        if token == "--" and not literal:
+            literal = True
+            continue
+        if not literal and _OVERRIDE.match(token):
+            overrides.append(token)
+        else:
+            rest.append(token)
+    return rest, overrides
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    rest, overrides = split_overrides(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(rest)
+    if hasattr(args, "overrides"):
+        args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if os.environ.get("VIDATTN_DEBUG", "") not in ("", "0"):
+        return _COMMANDS[args.command](args)  # full tracebacks
     try:
         return _COMMANDS[args.command](args)
-    except (ValueError, KeyError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"vidattn {args.command}: error: {message}", file=sys.stderr)
+    except _user_errors() as err:
+        print(f"vidattn: error: {error_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as err:
+        print(f"vidattn: {error_line(err) if str(err) else 'interrupted'}", file=sys.stderr)
+        return 130
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Our error types: a user-facing problem with a one-line message naming the file or key."""
+    from vidattn.data.video import VideoError
+    from vidattn.engine.train import NonFiniteLossError
+    from vidattn.models.compat import CheckpointError
+
+    return (ValueError, KeyError, OSError, CheckpointError, VideoError, NonFiniteLossError)
+
+
+def error_line(err: BaseException) -> str:
+    """One line for the user: ``<file or key>: <problem>`` (set ``VIDATTN_DEBUG=1`` for the traceback)."""
+    if isinstance(err, KeyError) and err.args:
+        message = str(err.args[0])
+    elif isinstance(err, OSError) and err.filename is not None and (not err.args or len(err.args) == 2):
+        message = f"{err.filename}: {err.strerror or err}"
+    else:
+        message = str(err) or type(err).__name__
+    return " ".join(message.split())
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "apply_overrides",
+    "check_values",
 ]
 
 
@@ -271,7 +272,61 @@ def config_from_dict(raw: dict[str, Any], where: str = "<dict>") -> Config:
     """Validate a plain mapping (e.g. a resolved ``config.yaml``) into a :class:`Config`."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: a config must be a YAML mapping, got {type(raw).__name__}")
-    return _build(Config, raw, "", where)
+    config = _build(Config, raw, "", where)
+    check_values(config, where)
+    return config
+
+
+def _at_least(where: str, key: str, value: Any, low: float, what: str = "") -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
+        raise ConfigError(f"{where}: key '{key}' must be {what or f'>= {low}'}, got {value!r}")
+
+
+def check_values(cfg: Config, where: str = "<config>") -> None:
+    """Ranges the types cannot express, checked before anything is built (one line naming the key)."""
+    d, t = cfg.data, cfg.train
+    classes = d.num_classes if isinstance(d.num_classes, list) else [d.num_classes]
+    if not classes:
+        raise ConfigError(f"{where}: key 'data.num_classes' must not be an empty list")
+    for i, n in enumerate(classes):
+        _at_least(where, "data.num_classes" + (f"[{i}]" if isinstance(d.num_classes, list) else ""), n, 1)
+    for key in ("num_segments", "crop_size", "scale_size", "batch_size", "stride"):
+        _at_least(where, f"data.{key}", getattr(d, key), 1)
+    _at_least(where, "data.num_workers", d.num_workers, 0)
+    _at_least(where, "data.prefetch_factor", d.prefetch_factor, 1)
+    if d.resize is not None:
+        if len(d.resize) != 2:
+            raise ConfigError(f"{where}: key 'data.resize' must be [height, width], got {d.resize!r}")
+        for i, v in enumerate(d.resize):
+            _at_least(where, f"data.resize[{i}]", v, 1)
+    for key in ("base_width", "channels"):
+        if key in cfg.model.options:
+            value = cfg.model.options[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{where}: key 'model.options.{key}' expects a positive integer, got {value!r}")
+            _at_least(where, f"model.options.{key}", value, 1)
+    _at_least(where, "train.epochs", t.epochs, 1)
+    _at_least(where, "train.accumulate_steps", t.accumulate_steps, 1)
+    _at_least(where, "train.grad_clip", t.grad_clip, 0, ">= 0 (0 or null: no clipping)")
+    _at_least(where, "train.max_steps_per_epoch", t.max_steps_per_epoch, 1, ">= 1 (null: the whole epoch)")
+    _at_least(where, "train.eval_every", t.eval_every, 1)
+    _at_least(where, "train.log_every", t.log_every, 1)
+    _at_least(where, "train.num_threads", t.num_threads, 1, ">= 1 (null: torch's default)")
+    _at_least(where, "train.label_smoothing", t.label_smoothing, 0)
+    if t.label_smoothing >= 1:
+        raise ConfigError(f"{where}: key 'train.label_smoothing' must be < 1, got {t.label_smoothing!r}")
+    _at_least(where, "eval.clips", cfg.eval.clips, 1)
+    _at_least(where, "eval.batch_size", cfg.eval.batch_size, 1)
+    _at_least(where, "optim.lr", cfg.optim.lr, 0)
+    if t.device == "cuda" or t.precision == "fp16":
+        import torch
+
+        if not torch.cuda.is_available():
+            key, value = ("train.device", "cuda") if t.device == "cuda" else ("train.precision", "fp16")
+            raise ConfigError(f"{where}: key '{key}' is {value} but CUDA is not available on this machine; "
+                              f"use train.device=auto or cpu" + (" (and bf16)" if key == "train.precision" else ""))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

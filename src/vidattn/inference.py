@@ -227,7 +227,12 @@ class Predictor:
 
 def load_predictor(weights: str | Path, device: str | torch.device = "auto", precision: str = "auto",
                    channels_last: bool | str = "auto", compile: bool = False, fold_bn: bool = True) -> Predictor:
-    """A `Predictor` for a safetensors file written by `vidattn.models.save_weights`."""
+    """A `Predictor` for a safetensors file written by `vidattn.models.save_weights`, or for a training run
+    directory (its best, else last, weights)."""
     from vidattn.models import build_from_weights
 
+    if Path(weights).is_dir():
+        from vidattn.engine.checkpoint import find_weights
+
+        weights = find_weights(weights)
     return Predictor(build_from_weights(weights), device, precision, channels_last, compile, fold_bn)

@@ -180,20 +180,39 @@ def resolve_class_names(model: nn.Module, class_names: ClassNames = None, weight
     sizes = config.get("num_classes", _head_sizes(model))
     sizes = [int(sizes)] if isinstance(sizes, int) else [int(s) for s in sizes]
     names: Any = class_names
+    source = "class_names"
     if isinstance(names, (str, os.PathLike)):
+        source = str(names)
         names = _read_class_file(Path(names))
     if names is None:
         for where in (config, config.get("options") or {}):
             names = names or where.get("classes") or where.get("class_names")
+        source = f"{weights}: vidattn_config metadata"
     if names is None and weights is not None and (Path(weights).parent / "classes.txt").is_file():
+        source = str(Path(weights).parent / "classes.txt")
         names = _read_class_file(Path(weights).parent / "classes.txt")
     if names is None:
         return [[str(i) for i in range(k)] for k in sizes]
     per_head = [list(names)] if names and isinstance(names[0], str) else [list(n) for n in names]
     if [len(n) for n in per_head] != sizes:
-        raise ValueError(f"{len(per_head[0]) if len(per_head) == 1 else [len(n) for n in per_head]} class "
-                         f"names given for a classifier of {sizes if len(sizes) > 1 else sizes[0]} classes")
+        raise ValueError(f"{source}: {len(per_head[0]) if len(per_head) == 1 else [len(n) for n in per_head]} "
+                         f"class names for a classifier of {sizes if len(sizes) > 1 else sizes[0]} classes; "
+                         "give one name per class (--classes FILE)")
     return per_head
+
+
+def annotated_names(videos: Sequence[PathLike], topk: int) -> list[str]:
+    """Output file names for ``predict --annotate``, distinct even for videos of the same stem
+    (``x.avi``/``x.mp4`` -> ``x.avi_top5.mp4``/``x.mp4_top5.mp4``; same names in other folders get ``-2``...)."""
+    stems = [Path(v).stem for v in videos]
+    names = [Path(v).stem if stems.count(Path(v).stem) == 1 else Path(v).name for v in videos]
+    out: list[str] = []
+    for name in names:
+        candidate, n = f"{name}_top{topk}.mp4", 2
+        while candidate in out:
+            candidate, n = f"{name}-{n}_top{topk}.mp4", n + 1
+        out.append(candidate)
+    return out
 
 
 def _weights_metadata(weights: PathLike | None) -> dict[str, Any]:

@@ -267,3 +267,44 @@ def test_skip_policy_counts_bad_files_across_workers(tmp_path, media):
         list(DataLoader(strict, batch_size=2, num_workers=2, collate_fn=collate_clips))
     all_bad = collate_clips([None, None])
     assert all_bad["clip"] is None and all_bad["num_skipped"] == 2
+
+
+def test_label_outside_the_classes_is_an_error_naming_file_and_line(tmp_path, media):
+    write(tmp_path / "l.txt", f"{media['avi_xvid']} 0\n{media['avi_xvid']} 5\n")
+    with pytest.raises(ValueError, match=r"l.txt:2: label 5 is outside \[0, 2\)"):
+        ListDataset(tmp_path, list_file=tmp_path / "l.txt", classes=["a", "b"])
+    ds = ListDataset(tmp_path, list_file=tmp_path / "l.txt")
+    with pytest.raises(ValueError, match=r"l.txt:2: label 5 is outside \[0, 4\) \(data.num_classes=4\)"):
+        ds.check_labels(4, "data.num_classes")
+    write(tmp_path / "neg.txt", f"{media['avi_xvid']} -3\n")
+    with pytest.raises(ValueError, match=r"neg.txt:1: label -3"):
+        ListDataset(tmp_path, list_file=tmp_path / "neg.txt", classes=["a"])
+
+
+def test_mmaction_multi_label_and_offset_lists(tmp_path, media, caplog):
+    import logging
+
+    write(tmp_path / "ml.txt", f"{media['avi_xvid']} 0 2\n{media['mp4_h264']} 1\n")
+    with pytest.raises(ValueError, match=r"ml.txt:2: 1 labels where line 1 has 2; .*multi_class: true"):
+        ListDataset(tmp_path, list_file=tmp_path / "ml.txt")
+    ds = ListDataset(tmp_path, list_file=tmp_path / "ml.txt", multi_class=True, num_classes=4, num_frames=4,
+                     size=32)
+    batch = collate_clips([ds[0], ds[1]])
+    assert batch["label"].tolist() == [[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]]
+    # offset rawframes: dir offset total label = frames offset+1 .. offset+total (start_index 1)
+    frame_folder(tmp_path / "rawframes/c", 12, template="img_{:05d}.jpg")
+    write(tmp_path / "off.txt", "rawframes/c 6 4 2\n")
+    with caplog.at_level(logging.WARNING):
+        ListDataset(tmp_path, list_file=tmp_path / "off.txt", mode="frames")
+    assert "off.txt:1: 4 fields" in caplog.text and "with_offset: true" in caplog.text
+    off = ListDataset(tmp_path, list_file=tmp_path / "off.txt", mode="frames", with_offset=True, transform=RAW,
+                      sampler=build_sampler("tsn", 4, train=False))
+    sample = off[0]
+    assert sample["label"] == 2 and off.num_classes == 3
+    assert frame_ids(sample["clip"]) == [6, 7, 8, 9]
+
+
+def test_list_class_count_is_the_union_of_the_splits(tmp_path, media):
+    write(tmp_path / "train.txt", f"{media['avi_xvid']} 0\n{media['avi_xvid']} 4\n")
+    write(tmp_path / "test.txt", f"{media['avi_xvid']} 1\n")
+    assert ListDataset(tmp_path, "test").num_classes == 5 == ListDataset(tmp_path, "train").num_classes

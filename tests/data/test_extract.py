@@ -65,3 +65,15 @@ def test_extract_rejects_bad_arguments(tmp_path):
         extract_frames(tmp_path / "missing", tmp_path / "out", progress=False)
     with pytest.raises(ValueError, match="frame template"):
         extract_frames(tmp_path, tmp_path / "out", template="frame.jpg", progress=False)
+
+
+def test_same_stem_videos_never_share_a_folder_and_failures_leave_no_folder(videos, tmp_path):
+    pattern_video(videos / "classA" / "v1", n=8, height=96, width=128, fmt="mp4_h264")  # beside v1.avi
+    dst = tmp_path / "frames"
+    report = extract_frames(videos, dst, short_side=64, workers=1, progress=False)
+    failed = {p.split("/")[-1]: cause for p, cause in report.failed}
+    assert set(failed) == {"v1.avi", "v1.mp4", "broken.mp4"}
+    assert "shares the output folder" in failed["v1.avi"] and "v1.mp4" in failed["v1.avi"]
+    assert not (dst / "classA" / "v1").exists()
+    assert not (dst / "classB" / "broken").exists()  # no empty folder for a video that failed
+    assert sorted(p.split("/")[-1] for p in report.extracted) == ["rot.mp4", "v2.mp4"]

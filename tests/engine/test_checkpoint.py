@@ -1,6 +1,9 @@
 """Atomic writes, weights_only-loadable state, RNG round trip, non-finite protection."""
 
+import errno
+import os
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,7 @@ import torch
 from torch import nn
 
 from vidattn.engine.checkpoint import (
+    atomic_write,
     atomic_write_text,
     capture_rng_state,
     export_weights,
@@ -86,3 +90,46 @@ def test_load_rejects_foreign_and_torn_files(tmp_path):
         load_training_state(tmp_path / "torn.pt")
     with pytest.raises(FileNotFoundError):
         load_training_state(tmp_path / "none.pt")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_full_disk_says_so_and_where(tmp_path):
+    from vidattn.engine.checkpoint import DiskFullError, _torch_save
+
+    # torch.save into a full device: ENOSPC, not torch's "unexpected pos" RuntimeError
+    with pytest.raises(OSError) as err:
+        _torch_save({"w": torch.zeros(100_000)}, Path("/dev/full"))
+    assert err.value.errno == errno.ENOSPC
+
+    def full(p):
+        p.write_bytes(b"partial")
+        _torch_save({"w": torch.zeros(100_000)}, Path("/dev/full"))
+
+    (tmp_path / "checkpoint.pt").write_bytes(b"old")
+    with pytest.raises(DiskFullError, match=r"checkpoint.pt: disk full writing checkpoint.pt \(.* MiB free in "):
+        atomic_write(tmp_path / "checkpoint.pt", full)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"old" and len(list(tmp_path.iterdir())) == 1
+    from vidattn.cli import error_line
+
+    try:
+        atomic_write(tmp_path / "checkpoint.pt", full)
+    except DiskFullError as e:
+        assert error_line(e).startswith(f"{tmp_path / 'checkpoint.pt'}: disk full")
+
+
+def test_run_files_get_the_mode_open_would_give(tmp_path):
+    import stat
+
+    from vidattn.models.compat import save_weights
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        save_weights(nn.Linear(2, 2), tmp_path / "w.safetensors")
+        os.umask(0o027)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o640

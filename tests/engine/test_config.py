@@ -106,3 +106,38 @@ def test_round_trip(tmp_path):
     cfg = load_config(write(tmp_path / "a.yaml", {"data": {"num_classes": [3, 4]}}), ["eval.crops=10"])
     again = config_from_dict(yaml.safe_load(yaml.safe_dump(config_to_dict(cfg))))
     assert again == cfg
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("data.crop_size=0", "data.crop_size"),
+        ("data.scale_size=-1", "data.scale_size"),
+        ("data.num_classes=0", "data.num_classes"),
+        ("data.num_classes=[3, 0]", "data.num_classes[1]"),
+        ("model.options={base_width: 0}", "model.options.base_width"),
+        ("eval.clips=0", "eval.clips"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.epochs=-2", "train.epochs"),
+        ("train.accumulate_steps=0", "train.accumulate_steps"),
+        ("train.grad_clip=-1", "train.grad_clip"),
+        ("train.max_steps_per_epoch=0", "train.max_steps_per_epoch"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors_naming_the_key(tmp_path, override, key):
+    path = write(tmp_path / "a.yaml", {})
+    with pytest.raises(ConfigError) as err:
+        load_config(path, [override])
+    msg = str(err.value)
+    assert f"'{key}'" in msg and "\n" not in msg and msg.startswith(f"override '{override}'")
+
+
+def test_zero_grad_clip_and_null_caps_stay_valid(tmp_path):
+    cfg = load_config(write(tmp_path / "a.yaml", {}), ["train.grad_clip=0", "train.max_steps_per_epoch=null"])
+    assert cfg.train.grad_clip == 0
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_device_without_cuda_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="'train.device' is cuda but CUDA is not available"):
+        load_config(write(tmp_path / "a.yaml", {}), ["train.device=cuda"])

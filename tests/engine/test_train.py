@@ -136,3 +136,106 @@ def test_performance_knobs_train_and_partial_bn_freezes_statistics(tiny_config):
 def test_missing_pretrained_file_is_a_one_line_error(tiny_config):
     with pytest.raises(FileNotFoundError, match="model.pretrained: nowhere.pth not found"):
         run_training(tiny_config(**{"model.pretrained": "nowhere.pth"}))
+
+
+def test_a_batch_whose_every_clip_is_unreadable_is_skipped_in_training_and_evaluation(tiny_synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "synth"
+    shutil.copytree(tiny_synth, root)
+    for split in ("train", "val"):
+        bad = (root / f"{split}.txt").read_text().split()[0]
+        (root / bad).write_bytes(b"\x00not a video at all" * 10)
+    extra = {"data.batch_size": 1, "eval.batch_size": 1, "train.max_steps_per_epoch": "null"}
+    result = run_training(load_config(RECIPE, tiny_overrides(root, tmp_path / "runs", **extra)))
+    assert result.metrics["train_num_skipped"] == 1 and result.metrics["train_num_skipped_batches"] == 1
+    assert result.metrics["val_num_skipped"] == 1 and math.isfinite(result.metrics["train_loss"])
+    assert result.metrics["step"] == 12  # the empty batch's step is counted: the schedule stays aligned
+    ev = run_evaluation(result.run_dir, split="val", overrides=["train.progress=false"])
+    assert ev.metrics["num_skipped"] == 1 and ev.num_samples == 3
+
+
+def test_too_small_num_classes_is_found_when_the_dataset_is_read(tiny_config):
+    with pytest.raises(ValueError, match=r"train.txt:\d+: label 3 is outside \[0, 3\) \(data.num_classes=3\)"):
+        run_training(tiny_config(**{"data.num_classes": 3}))
+
+
+def test_nan_in_the_first_epoch_says_there_is_no_checkpoint_and_no_fp32_hint_in_fp32(tiny_config):
+    cfg = tiny_config(**{"optim.name": "sgd", "optim.lr": 1e30, "train.grad_clip": "null", "train.epochs": 2})
+    with pytest.raises(NonFiniteLossError) as err:
+        run_training(cfg)
+    msg = str(err.value)
+    assert "no checkpoint yet" in msg and "precision=fp32" not in msg and "lower optim.lr" in msg
+
+
+def test_sigint_marks_the_run_interrupted_and_prints_the_resume_command(tiny_synth, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    extra = {"train.epochs": 50, "data.num_workers": 1}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "vidattn.cli", "train", str(RECIPE),
+                             *tiny_overrides(tiny_synth, tmp_path, **extra)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "run"
+    deadline = time.time() + 120
+    while not (run_dir / "checkpoint.pt").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
+    assert f"vidattn train --resume {run_dir}" in err and "kept" in err and "checkpoint.pt after epoch" in err
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+
+
+def test_resume_removes_the_temporaries_of_a_killed_write(tiny_config):
+    run = run_training(tiny_config()).run_dir
+    orphans = [run / ".checkpoint.pt.k3j_x9q2.tmp.pt", run / ".model_last.safetensors.ab12cd34.tmp"]
+    for p in orphans:
+        p.write_bytes(b"torn")
+    keep = run / ".keepme"
+    keep.write_text("user file")
+    resume_training(run, ["train.epochs=2"])
+    assert not any(p.exists() for p in orphans) and keep.exists()
+
+
+def test_resuming_with_another_world_size_warns_about_the_global_batch(tiny_config, caplog):
+    import logging
+
+    from vidattn.engine.checkpoint import load_training_state, save_training_state
+    from vidattn.engine.optim import build_optimizer
+    from vidattn.engine.train import builders
+
+    run = run_training(tiny_config()).run_dir
+    # the checkpoint of a 2-process run: one RNG state per rank
+    state = load_training_state(run / "checkpoint.pt")
+    cfg = load_config(run / "config.yaml")
+    model = builders.build_model(cfg)
+    model.load_state_dict(state["model"])
+    optimizer = build_optimizer(model, cfg.optim, fine_tune=False)
+    optimizer.load_state_dict(state["optimizer"])
+    save_training_state(run / "checkpoint.pt", model=model, optimizer=optimizer, epoch=state["epoch"],
+                        step=state["step"], best=state["best"], config=state["config"], history=state["history"],
+                        rng_per_rank=state["rng"] * 2)
+    with caplog.at_level(logging.WARNING, logger="vidattn.engine.train"):
+        resume_training(run, ["train.epochs=2"])
+    lines = [r.getMessage() for r in caplog.records if "processes" in r.getMessage()]
+    assert len(lines) == 1 and "2-process run with 1 processes: global batch 8 -> 4" in lines[0]
+
+
+def test_multi_label_list_trains_and_evaluates(tiny_synth, tmp_path):
+    import shutil
+
+    root = tmp_path / "ml"
+    shutil.copytree(tiny_synth, root)
+    lines = (root / "train.txt").read_text().splitlines()
+    (root / "train.txt").write_text("".join(f"{ln} {(int(ln.split()[1]) + 1) % 4}\n" for ln in lines))
+    extra = {"data.dataset": "list", "data.options": "{multi_class: true, num_classes: 4}"}
+    result = run_training(load_config(RECIPE, tiny_overrides(root, tmp_path / "runs", **extra)))
+    assert math.isfinite(result.metrics["train_loss"]) and 0 <= result.metrics["val_top1"] <= 100

@@ -425,3 +425,26 @@ def test_detect_format():
     assert detect_format({"base_model.conv1.weight": torch.ones(1)}) == "tsm_official"
     assert detect_format({"backbone.conv1.conv.weight": torch.ones(1)}) == "mmaction2"
     assert detect_format({"conv.weight": torch.ones(1), "gate.weight": torch.ones(1)}) == "vidattn"
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"base_width": 1_000_000}, "asks for a tsm_r18 of"),  # 36 TB if it were built
+    ({"base_width": 128}, "asks for a tsm_r18 of"),
+    ({"base_width": "wide"}, "does not describe a buildable model"),
+])
+def test_metadata_asking_for_a_huge_or_unbuildable_model_is_refused(tmp_path, options, match):
+    import json
+    import time
+
+    from safetensors.torch import load_file, save_file
+
+    model = create_model("tsm_r18", num_classes=4, num_segments=4, base_width=8)
+    save_weights(model, tmp_path / "ok.safetensors")
+    config = {**model.vidattn_config, "options": {**model.vidattn_config.get("options", {}), **options}}
+    save_file(load_file(tmp_path / "ok.safetensors"), tmp_path / "evil.safetensors",
+              metadata={"format": "vidattn", "vidattn_config": json.dumps(config)})
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError, match=rf"evil.safetensors: its vidattn_config metadata {match}"):
+        build_from_weights(tmp_path / "evil.safetensors")
+    assert time.perf_counter() - start < 30
+    assert build_from_weights(tmp_path / "ok.safetensors") is not None

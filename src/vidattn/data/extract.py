@@ -77,15 +77,28 @@ def extract_video(video: str | os.PathLike, folder: str | os.PathLike, short_sid
 
     Raises `vidattn.data.VideoError` for an unreadable file; the marker is written only after the last frame.
     """
-    import av
-
-    from vidattn.data.video import VideoError
-
     video, folder = Path(video), Path(folder)
     settings = _settings(video, short_side, quality, template, start_index)
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
+    try:
+        count = _decode_into(video, folder, short_side, quality, template, start_index)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a failed video leaves no (empty or partial) folder
+        raise
+    tmp = folder / (DONE_MARKER + ".tmp")
+    tmp.write_text(json.dumps({**settings, "num_frames": count}))
+    tmp.replace(folder / DONE_MARKER)
+    return count
+
+
+def _decode_into(video: Path, folder: Path, short_side: int | None, quality: int, template: str,
+                 start_index: int) -> int:
+    import av
+
+    from vidattn.data.video import VideoError
+
     count = 0
     try:
         with av.open(str(video), metadata_errors="ignore") as container:
@@ -107,9 +120,6 @@ def extract_video(video: str | os.PathLike, folder: str | os.PathLike, short_sid
         logger.warning("%s: decoding stopped after %d frames (%s); keeping them", video, count, e)
     if count == 0:
         raise VideoError(video, "no frames decoded")
-    tmp = folder / (DONE_MARKER + ".tmp")
-    tmp.write_text(json.dumps({**settings, "num_frames": count}))
-    tmp.replace(folder / DONE_MARKER)
     return count
 
 
@@ -142,8 +152,17 @@ def extract_frames(src_dir: str | os.PathLike, dst_dir: str | os.PathLike, short
     videos = find_videos(src, extensions)
     report = ExtractReport()
     todo = []
+    by_folder: dict[Path, list[Path]] = {}
+    for video in videos:
+        by_folder.setdefault(dst / video.relative_to(src).with_suffix(""), []).append(video)
     for video in videos:
         folder = dst / video.relative_to(src).with_suffix("")
+        if len(by_folder[folder]) > 1:  # x.avi and x.mp4: neither may silently win the shared folder
+            others = ", ".join(p.name for p in by_folder[folder] if p != video)
+            report.failed.append((str(video), f"{video}: shares the output folder {folder} with {others}; "
+                                              "rename one of them"))
+            logger.warning("%s", report.failed[-1][1])
+            continue
         if not overwrite and is_complete(folder, _settings(video, short_side, quality, template, start_index)):
             report.skipped.append(str(video))
         else:

@@ -102,7 +102,7 @@ def build_dataset(cfg: Config, split: str, *, train: bool, views: bool = False) 
             mean=d.mean,
             std=d.std,
         )
-    return data_build_dataset(
+    dataset = data_build_dataset(
         d.dataset,
         d.root,
         split,
@@ -113,6 +113,9 @@ def build_dataset(cfg: Config, split: str, *, train: bool, views: bool = False) 
         seed=cfg.seed,
         **d.options,
     )
+    if hasattr(dataset, "check_labels"):  # the model's classifier size, not only the annotation's classes
+        dataset.check_labels(d.num_classes, "data.num_classes")
+    return dataset
 
 
 def _collate() -> Callable[..., Any]:

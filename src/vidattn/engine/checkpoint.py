@@ -16,10 +16,13 @@ parameters is never written over a good checkpoint.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import random
+import re
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +39,8 @@ __all__ = [
     "CONFIG_FILE",
     "atomic_write",
     "atomic_write_text",
+    "DiskFullError",
+    "remove_orphan_temporaries",
     "unwrap",
     "all_finite",
     "capture_rng_state",
@@ -61,14 +66,57 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    from vidattn.models.compat import chmod_like_open
+
     try:
         write(tmp_path)
+        chmod_like_open(tmp_path)  # run files are 0644 (with the usual umask), not mkstemp's 0600
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            tmp_path.unlink(missing_ok=True)
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFullError(err.errno, f"disk full writing {path.name} ({free / 2**20:.1f} MiB free in "
+                                f"{path.parent}); the previous file is intact: free space, then resume",
+                                str(path)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
+
+
+# ``.{name}.{8 random chars}.tmp[suffix]``: the temporary files of atomic_write and save_weights
+_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
+
+
+def remove_orphan_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files a killed write left in ``folder`` (not recursive); returns them.
+
+    Call only when no other process writes into ``folder`` (a run's start or resume, on rank 0)."""
+    removed = []
+    for p in Path(folder).glob(".*"):
+        if p.is_file() and _TEMPORARY.match(p.name):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    if removed:
+        logger.info("%s: removed %d temporary files of an interrupted write", folder, len(removed))
+    return removed
+
+
+class DiskFullError(OSError):
+    """No space left (or quota exceeded) while writing a run file; the previous version is intact."""
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def _torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` through a Python file object: a full disk is an ``OSError(ENOSPC)``, not torch's
+    ``unexpected pos`` RuntimeError."""
+    with open(path, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -169,7 +217,7 @@ def save_training_state(
         # the config travels as JSON text so that any value type survives weights_only loading
         "config_json": json.dumps(config) if config is not None else None,
     }
-    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_write(path, lambda p: _torch_save(state, p))
     return True
 
 

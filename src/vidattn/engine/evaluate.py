@@ -95,11 +95,17 @@ def forward_views(model: nn.Module, clips: Tensor, average: str = "softmax") -> 
     return scores, logits
 
 
-def _labels_of(batch: dict[str, Any]) -> Tensor | None:
+def _labels_of(batch: dict[str, Any], scores: list[Tensor] | None = None) -> Tensor | None:
     label = batch.get("label")
     if label is None:
         return None
     label = torch.as_tensor(label)
+    if label.is_floating_point() and scores is not None:
+        # multi-hot (mmaction2 multi_class): the predicted class if it is one of the sample's, else its
+        # first class, so top-1 counts a hit on any of them (top-5 and the confusion matrix use that class)
+        top = scores[0].argmax(dim=1).cpu()
+        hit = label.gather(1, top[:, None])[:, 0] > 0
+        return torch.where(hit, top, label.argmax(dim=1)).view(-1, 1).long()
     return label.view(label.shape[0], -1).long()  # (B, heads)
 
 
@@ -116,16 +122,17 @@ def predict(
     """This process's per-sample records and the number of skipped (unreadable) samples."""
     model.eval()
     records: list[dict[str, Any]] = []
-    skipped = 0
+    skipped = skipped_batches = 0
     total = len(loader) if hasattr(loader, "__len__") else None
     for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False, dynamic_ncols=True):
         skipped += int(batch.get("num_skipped", 0))
-        if "clip" not in batch or len(batch["clip"]) == 0:
+        if batch.get("clip") is None or len(batch["clip"]) == 0:  # every sample unreadable (on_error=skip)
+            skipped_batches += 1
             continue
         clips = batch["clip"].to(device, non_blocking=True)
         with autocast_context(device, precision):
             scores, logits = forward_views(model, clips, average)
-        labels = _labels_of(batch)
+        labels = _labels_of(batch, scores)
         losses = torch.full((clips.shape[0],), math.nan)
         if labels is not None:
             losses = sum(
@@ -146,6 +153,8 @@ def predict(
                     "loss": loss,
                 }
             )
+    if skipped_batches:
+        logger.warning("%s: %d batches skipped whole (every sample unreadable)", desc, skipped_batches)
     return records, skipped
 
 
@@ -204,7 +213,9 @@ def macs_per_view(model: nn.Module, input_shape: tuple[int, ...]) -> float | Non
 # the `vidattn test` entry point
 
 
-def _resolve_source(source: str | Path, config: Config | None) -> tuple[Path, Config, Path | None]:
+def _resolve_source(
+    source: str | Path, config: Config | None, overrides: list[str] | tuple[str, ...] = ()
+) -> tuple[Path, Config, Path | None]:
     """(weights file, config, run dir) for a run directory or a weights file."""
     p = Path(source)
     run_dir = p if p.is_dir() else (p.parent if (p.parent / CONFIG_FILE).is_file() else None)
@@ -214,7 +225,12 @@ def _resolve_source(source: str | Path, config: Config | None) -> tuple[Path, Co
     if config is None:
         if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{source}: no {CONFIG_FILE} beside the weights; pass a config")
-        config = load_config(run_dir / CONFIG_FILE)
+        # overrides before validation: a CUDA run's config is evaluated on a CPU machine with train.device=cpu
+        return weights, load_config(run_dir / CONFIG_FILE, overrides), run_dir
+    if overrides:
+        from vidattn.config import apply_overrides, config_from_dict, config_to_dict
+
+        config = config_from_dict(apply_overrides(config_to_dict(config), list(overrides)), "overrides")
     return weights, config, run_dir
 
 
@@ -241,12 +257,9 @@ def run_evaluation(
     ``predictions.csv``) into ``output_dir`` (default ``RUN_DIR/eval-{split}-{views}``). Runs under
     torchrun too (sharded, gathered once).
     """
-    from vidattn.config import apply_overrides, config_from_dict, config_to_dict
     from vidattn.engine.builders import build_eval_loader, build_model_from_weights, class_names
 
-    weights, cfg, run_dir = _resolve_source(source, config)
-    if overrides:
-        cfg = config_from_dict(apply_overrides(config_to_dict(cfg), list(overrides)), "overrides")
+    weights, cfg, run_dir = _resolve_source(source, config, overrides)
     info: DistInfo = init_distributed(cfg.train.device)
     try:
         model = build_model_from_weights(weights, cfg).to(info.device)

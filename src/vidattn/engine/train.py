@@ -41,6 +41,7 @@ from vidattn.engine.checkpoint import (
     capture_rng_state,
     export_weights,
     load_training_state,
+    remove_orphan_temporaries,
     restore_rng_state,
     save_training_state,
     unwrap,
@@ -64,6 +65,7 @@ from vidattn.runtime import tune_cpu_allocator
 __all__ = [
     "RunResult",
     "NonFiniteLossError",
+    "TrainingInterrupted",
     "StepSettings",
     "seed_everything",
     "apply_partial_bn",
@@ -78,6 +80,11 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf; the run stopped and its last good checkpoint is intact."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: run.json says "interrupted"; the message says what was kept and
+    the exact resume command."""
 
 
 @dataclass
@@ -146,7 +153,11 @@ def _heads(logits: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
 
 
 def classification_loss(logits: Tensor | tuple[Tensor, ...], labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy, summed over heads (EPIC verb + noun); ``labels`` is (B,) or (B, heads)."""
+    """Cross-entropy, summed over heads (EPIC verb + noun); ``labels`` is (B,) or (B, heads).
+
+    Float ``labels`` (B, K) are multi-hot targets (mmaction2 ``multi_class`` lists): binary cross-entropy."""
+    if labels.is_floating_point():
+        return F.binary_cross_entropy_with_logits(_heads(logits)[0].float(), labels.float())
     labels = labels.view(labels.shape[0], -1)
     return sum(
         F.cross_entropy(z.float(), labels[:, h], label_smoothing=label_smoothing) for h, z in enumerate(_heads(logits))
@@ -154,7 +165,10 @@ def classification_loss(logits: Tensor | tuple[Tensor, ...], labels: Tensor, lab
 
 
 def _correct(logits: Tensor | tuple[Tensor, ...], labels: Tensor) -> int:
-    """Samples whose top-1 is right on every head."""
+    """Samples whose top-1 is right on every head (multi-hot labels: top-1 is one of the sample's classes)."""
+    if labels.is_floating_point():
+        top = _heads(logits)[0].argmax(dim=1, keepdim=True)
+        return int((labels.gather(1, top) > 0).sum())
     labels = labels.view(labels.shape[0], -1)
     ok = torch.ones(labels.shape[0], dtype=torch.bool, device=labels.device)
     for h, z in enumerate(_heads(logits)):
@@ -183,7 +197,9 @@ def train_one_epoch(
     if settings.max_steps is not None:
         n_batches = min(n_batches, settings.max_steps * acc)
     params = [p for g in optimizer.param_groups for p in g["params"]]
-    sums = {"loss": 0.0, "fm_loss": 0.0, "correct": 0.0, "seen": 0.0, "skipped": 0.0}
+    sums = {"loss": 0.0, "fm_loss": 0.0, "correct": 0.0, "seen": 0.0, "skipped": 0.0, "skipped_batches": 0.0}
+    window_seen = 0  # clips of the current accumulation window (0: nothing to step on)
+    total: Tensor | None = None
     t0 = time.perf_counter()
     bar = tqdm(total=n_batches, desc=desc, disable=not settings.progress, leave=False, dynamic_ncols=True)
     optimizer.zero_grad(set_to_none=True)
@@ -194,6 +210,19 @@ def train_one_epoch(
         last_micro = (i + 1) % acc == 0 or i + 1 == n_batches
         if last_micro or i % acc == 0:
             set_lr(optimizer, lr_at(step, schedule))
+        if batch.get("clip") is None:  # every sample of the batch was unreadable (on_error=skip)
+            sums["skipped_batches"] += 1
+            if hasattr(model, "no_sync"):
+                # under DDP the other ranks' backward waits for this rank's gradients: no way to skip alone
+                raise RuntimeError(
+                    f"{desc}: a whole batch of this process was unreadable (data.on_error=skip) under DDP; "
+                    "fix or remove the unreadable videos (see the warnings above) or use a larger data.batch_size"
+                )
+            if last_micro:
+                step = _finish_window(optimizer, params, settings, scaler, step, window_seen, total)
+                window_seen, total = 0, None
+            bar.update(1)
+            continue
         clips = batch["clip"].to(settings.device, non_blocking=True)
         labels = torch.as_tensor(batch["label"]).to(settings.device, non_blocking=True)
         if settings.channels_last and clips.dim() == 5:
@@ -217,25 +246,10 @@ def train_one_epoch(
         sums["fm_loss"] += float(fm.detach()) * len(clips) if fm is not None else 0.0
         sums["correct"] += _correct(logits, labels)
         sums["seen"] += len(clips)
+        window_seen += len(clips)
         if last_micro:
-            # every rank must agree to stop, or the others would wait forever in the next all-reduce
-            bad = all_reduce_sum([0.0 if math.isfinite(float(total.detach())) else 1.0])[0]
-            if bad:
-                raise NonFiniteLossError(
-                    f"non-finite loss ({float(total.detach())}) at optimizer step {step}: stopping; "
-                    "lower optim.lr or use train.precision=fp32"
-                )
-            if scaler is not None:
-                scaler.unscale_(optimizer)
-            if settings.grad_clip is not None and settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+            step = _finish_window(optimizer, params, settings, scaler, step, window_seen, total)
+            window_seen, total = 0, None
         elapsed = time.perf_counter() - t0
         bar.update(1)
         bar.set_postfix(
@@ -245,18 +259,54 @@ def train_one_epoch(
             lr=f"{optimizer.param_groups[0]['lr'] / optimizer.param_groups[0].get('lr_mult', 1):.2e}",
         )
     bar.close()
-    loss_sum, fm_sum, correct, seen, skipped = all_reduce_sum(
-        [sums["loss"], sums["fm_loss"], sums["correct"], sums["seen"], sums["skipped"]]
+    loss_sum, fm_sum, correct, seen, skipped, skipped_batches = all_reduce_sum(
+        [sums["loss"], sums["fm_loss"], sums["correct"], sums["seen"], sums["skipped"], sums["skipped_batches"]]
     )
+    if skipped_batches:
+        logger.warning("%s: %d batches skipped whole (every clip unreadable)", desc, int(skipped_batches))
     stats = {
         "loss": loss_sum / max(seen, 1),
         "top1": 100.0 * correct / max(seen, 1),
         "num_skipped": skipped,
+        "num_skipped_batches": skipped_batches,
         "clips_per_s": seen / max(time.perf_counter() - t0, 1e-9),
     }
     if teacher is not None:
         stats["fm_loss"] = fm_sum / max(seen, 1)
     return stats, step
+
+
+def _finish_window(
+    optimizer: torch.optim.Optimizer,
+    params: list[Tensor],
+    settings: StepSettings,
+    scaler: torch.amp.GradScaler | None,
+    step: int,
+    window_seen: int,
+    total: Tensor | None,
+) -> int:
+    """End of an accumulation window: NaN check, unscale, clip, step. A window whose every batch was
+    unreadable has no gradients: its step is counted (the schedule stays aligned) but nothing changes."""
+    if window_seen == 0 or total is None:
+        optimizer.zero_grad(set_to_none=True)
+        return step + 1
+    # every rank must agree to stop, or the others would wait forever in the next all-reduce
+    bad = all_reduce_sum([0.0 if math.isfinite(float(total.detach())) else 1.0])[0]
+    if bad:
+        hint = "lower optim.lr" + (" or use train.precision=fp32" if settings.precision != "fp32" else "")
+        raise NonFiniteLossError(f"non-finite loss ({float(total.detach())}) at optimizer step {step}: "
+                                 f"stopping; {hint}")
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if settings.grad_clip is not None and settings.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return step + 1
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -337,7 +387,7 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
         cfg.distill.teacher = str(teacher_from_run_dir(cfg.distill.teacher).resolve())
     run_dir = resume_dir if resume_dir is not None else _make_run_dir(cfg, info)
     if info.is_main:
-        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+        remove_orphan_temporaries(run_dir)  # of a write killed mid-way (kill -9, power loss)
 
     model = builders.build_model(cfg)
     if cfg.train.partial_bn:
@@ -390,13 +440,23 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if resume_dir is not None:
         rngs = state["rng"]
         if len(rngs) != info.world_size:
+            before = cfg.data.batch_size * acc * len(rngs)
             logger.warning(
-                "checkpoint has RNG states of %d processes, this run has %d: the resumed run "
-                "is deterministic but not bit-identical to an uninterrupted one",
+                "resuming a %d-process run with %d processes: global batch %d -> %d (lr scaled with it if "
+                "optim.lr_batch_size is set), %d steps per epoch now; deterministic but not bit-identical to "
+                "an uninterrupted run (resume with %d processes for that)",
                 len(rngs),
                 info.world_size,
+                before,
+                global_batch,
+                steps_per_epoch,
+                len(rngs),
             )
         restore_rng_state(rngs[info.rank % len(rngs)])  # last: building things above consumed randomness
+    # only now that the model, data and checkpoint accept this config: a resume override that fails above
+    # leaves the run's config.yaml as it was, so the run can still be resumed
+    if info.is_main:
+        atomic_write_text(run_dir / CONFIG_FILE, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     tb = TBWriter(run_dir / "tensorboard", enabled=info.is_main)
     settings = _settings(cfg, info, cfg.train.max_steps_per_epoch)
     metrics: dict[str, float] = log.rows[-1] if log.rows else {}
@@ -448,16 +508,35 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
                 best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb, rngs)
             barrier()
     except NonFiniteLossError as err:
-        logger.error("%s; last good checkpoint: %s", err, run_dir / CHECKPOINT)
+        kept = _kept(run_dir)
+        logger.error("%s; %s", err, kept)
         if info.is_main:
             _write_run_json(run_dir, cfg, info, metrics, best, status=f"stopped: {err}")
-        raise
+        raise NonFiniteLossError(f"{run_dir}: {err}; {kept}") from None
+    except KeyboardInterrupt:
+        if info.is_main:
+            _write_run_json(run_dir, cfg, info, metrics, best, status="interrupted")
+        raise TrainingInterrupted(
+            f"{run_dir}: interrupted; {_kept(run_dir)}; continue with: vidattn train --resume {run_dir}"
+        ) from None
     finally:
         tb.close()
     if info.is_main:
         _write_run_json(run_dir, cfg, info, metrics, best, status="finished")
     barrier()  # every rank returns after the run directory is complete
     return RunResult(run_dir=run_dir, metrics=metrics, best=best, epochs=cfg.train.epochs)
+
+
+def _kept(run_dir: Path) -> str:
+    """What a stopped run kept: the checkpoint's epoch, or that there is none yet."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return f"no checkpoint yet (stopped in the first epoch), nothing to resume in {run_dir}"
+    try:
+        epoch = load_training_state(path)["epoch"]
+    except (ValueError, FileNotFoundError):
+        return f"{path} is unreadable"
+    return f"kept {path} after epoch {epoch} (and its model_last/best weights)"
 
 
 def _end_of_epoch(

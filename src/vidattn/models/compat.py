@@ -26,6 +26,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,12 +100,24 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        chmod_like_open(tmp)  # mkstemp's 0600 would otherwise stay
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+_UMASK_LOCK = threading.Lock()
+
+
+def chmod_like_open(path: str | os.PathLike) -> None:
+    """Give a ``mkstemp`` file (0600) the mode ``open()`` would have given it: 0666 minus the umask."""
+    with _UMASK_LOCK:  # reading the umask means setting it; keep other threads of ours out meanwhile
+        umask = os.umask(0o022)
+        os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -436,7 +449,27 @@ def build_from_weights(path: str | Path) -> nn.Module:
     if not config or "name" not in config:
         raise CheckpointError(f"{path}: has no vidattn model config (not written by save_weights); use "
                               "create_model(name, pretrained=path) instead")
-    model = create_model(config["name"], num_classes=config["num_classes"],
-                         num_segments=config["num_segments"], **config.get("options", {}))
+    kwargs = {"num_classes": config.get("num_classes"), "num_segments": config.get("num_segments"),
+              **(config.get("options") or {})}
+    _check_planned_size(path, config["name"], kwargs, sum(t.numel() for t in state.values()))
+    model = create_model(config["name"], **kwargs)
     _load_state(model, state, str(path), strict=True)
     return model
+
+
+def _check_planned_size(path: str | Path, name: str, kwargs: dict[str, Any], file_numel: int) -> None:
+    """The metadata is untrusted input: build the model it describes on the meta device (no memory) and
+    refuse it if it would hold far more values than the file carries (it could not load strictly anyway)."""
+    from vidattn.models.registry import create_model
+
+    try:
+        with torch.device("meta"):
+            planned = create_model(name, **kwargs)
+        numel = sum(t.numel() for t in planned.state_dict().values())
+    except Exception as e:  # noqa: BLE001 - any failure means the metadata does not describe a model we build
+        raise CheckpointError(f"{path}: its vidattn_config metadata does not describe a buildable model "
+                              f"({type(e).__name__}: {_first_line(e)})") from None
+    if numel > 2 * file_numel + 1_000_000:
+        raise CheckpointError(f"{path}: its vidattn_config metadata asks for a {name} of {numel / 1e6:,.1f} M values "
+                              f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}) but the file holds "
+                              f"{file_numel / 1e6:,.1f} M; refusing to build it (corrupt or edited metadata)")

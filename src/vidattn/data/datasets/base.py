@@ -114,6 +114,34 @@ class ClipDataset(Dataset):
         self.seed = seed
         self.epoch = 0
         self.reader_kw = dict(reader_kw or {})
+        #: mmaction2's ``multi_class``: a record's label is the set of its classes (a multi-hot target)
+        self.multi_class = bool(getattr(self, "_multi_class", False))
+        if not isinstance(classes, dict):
+            self.check_labels()
+
+    def check_labels(self, num_classes: int | Sequence[int] | None = None, what: str = "") -> None:
+        """Every label in ``[0, num_classes)`` (per head for multi-head datasets; -1 = unlabelled), else a
+        one-line ``ValueError`` naming the annotation file and line (``record.meta["source"]``).
+
+        ``num_classes`` defaults to the dataset's own class list; ``what`` names where the count comes from
+        (``data.num_classes``)."""
+        counts = self.num_classes if num_classes is None else num_classes
+        counts = tuple(counts) if isinstance(counts, Sequence) else (counts,)
+        for record in self.records:
+            if self.multi_class:
+                labels = list(record.label) if isinstance(record.label, Sequence) else [record.label]
+                heads = [counts[0]] * len(labels)
+            elif isinstance(record.label, Sequence):
+                labels, heads = list(record.label), list(counts) if len(counts) > 1 else [counts[0]] * len(
+                    record.label)
+            else:
+                labels, heads = [record.label], [counts[0]]
+            for label, n in zip(labels, heads):
+                if label != -1 and not 0 <= label < n:
+                    where = record.meta.get("source") or record.path
+                    count = f"{what}={n}" if what else f"{n} classes"
+                    raise ValueError(f"{where}: label {label} is outside [0, {n}) ({count}); fix the annotation "
+                                     "or raise data.num_classes")
 
     @property
     def num_classes(self) -> int | tuple[int, ...]:
@@ -174,6 +202,10 @@ class ClipDataset(Dataset):
                 "video_id": record.video_id}
 
     def _label(self, label: Label, flipped: bool) -> int | torch.Tensor:
+        if self.multi_class:  # multi-hot over the classes: every sample's target has the same length
+            target = torch.zeros(len(self.classes), dtype=torch.float32)
+            target[list(label) if isinstance(label, Sequence) else [label]] = 1.0
+            return target
         if isinstance(label, Sequence):
             return torch.tensor(list(label), dtype=torch.long)
         return self.flip_label_map.get(label, label) if flipped else label

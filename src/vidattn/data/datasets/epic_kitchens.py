@@ -90,7 +90,8 @@ class _Epic(ClipDataset):
                 labelled = bool(row.get("verb_class"))
                 label = (int(row["verb_class"]), int(row["noun_class"])) if labelled else (-1, -1)
                 start, stop = int(row["start_frame"]), int(row["stop_frame"])
-                rec = VideoRecord(path, label, row[self.UID], meta={"video": row["video_id"]})
+                rec = VideoRecord(path, label, row[self.UID], meta={
+                    "video": row["video_id"], "source": f"{os.path.join(ann, self.SPLIT_FILES[split])}:{lineno}"})
                 if source == "frames":
                     rec.start, rec.stop = start - 1, stop
                 else:
@@ -107,6 +108,7 @@ class _Epic(ClipDataset):
         kw.setdefault("train", split == "train")
         kw.setdefault("frame_template", "frame_{:010d}.jpg")
         super().__init__(records, classes, **kw)
+        self.check_labels()
         self.split, self.source = split, source
 
 
