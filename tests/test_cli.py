@@ -90,21 +90,29 @@ def test_bad_input_is_one_line_naming_the_problem(tmp_path):
 
 
 @pytest.mark.slow
-def test_quickstart_shows_temporal_modelling_matter(tmp_path):
-    """The README's main job, as shipped: TSM must beat frame-order-blind TSN on the reversal pairs."""
+def test_quickstart_runs_three_seeds_and_shows_temporal_modelling_matter(tmp_path):
+    """The README's main job, as shipped (3 seeds x TSN/TSM/TSM+W3). Asserted: only what holds across seeds
+    and CPUs: TSN, blind to frame order, stays near 50% on the reversal pairs; TSM beats it there by a wide
+    margin; every row has 3 seeds; W3's attention metrics are finite; a rerun resumes without retraining."""
     out = tmp_path / "qs"
     proc = vidattn("quickstart", "--out", out)
     results = json.loads((out / "results.json").read_text())
-    models = results["models"]
-    assert set(models) == {"tsn", "tsm", "tsm_w3"}
-    assert models["tsn"]["reversal_pair_accuracy"] < 65  # order-blind: about 50 by construction
-    assert models["tsm"]["reversal_pair_accuracy"] > models["tsn"]["reversal_pair_accuracy"] + 20
-    assert models["tsm"]["top1"] > models["tsn"]["top1"] + 20
-    assert (out / "report.md").read_text().startswith("# vidattn quickstart")
-    assert (out / "curves.png").is_file() and results["attention"]["figures"]
-    box = results["attention"]["in_box"]
-    assert 0 < box["box_area_fraction"] < 1 and 0 < box["mass_in_box"] < 1
+    stats = results["stats"]
+    assert set(stats) == {"tsn", "tsm", "tsm_w3"}
+    assert all(stats[k]["test_top1"]["n"] == 3 for k in stats)
+    tsn, tsm = stats["tsn"]["reversal_pair_accuracy"], stats["tsm"]["reversal_pair_accuracy"]
+    assert tsn["mean"] < 65  # order-blind: about 50 by construction
+    assert tsm["mean"] > tsn["mean"] + 15
+    att = stats["tsm_w3"]
+    for key in ("attention.where.ratio", "attention.when.spatial.ratio", "attention.what.class_separability"):
+        assert all(v is not None and v == v for v in att[key]["values"]), key
+    report = (out / "report.md").read_text()
+    assert report.startswith("# vidattn quickstart") and "±" in report
+    assert (out / "curves.png").is_file() and any(f.endswith(".png") for f in results["figures"].values())
     assert "quickstart wall time" in proc.stdout
+    stamp = (out / "runs" / "tsm-seed0" / "result.json").stat().st_mtime_ns
+    vidattn("quickstart", "--out", out)  # everything finished: reused, report rewritten
+    assert (out / "runs" / "tsm-seed0" / "result.json").stat().st_mtime_ns == stamp
 
 
 def _one_line_error(proc, *needles):

@@ -19,7 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vidattn.benchmark import Row, SynthBudget, attention_table, difference_line, prepare, row_trials
+from vidattn.benchmark import (
+    BENCHMARK_SYNTH,
+    METRICS,
+    Row,
+    SynthBudget,
+    attention_table,
+    difference_line,
+    prepare,
+    row_trials,
+)
 from vidattn.experiments import aggregate, fmt, plot_seed_curves, run_trials, table
 
 logger = logging.getLogger(__name__)
@@ -29,15 +38,17 @@ QUICKSTART_ROWS: tuple[Row, ...] = (
     Row("tsm", "TSM (temporal shift)", "tsm_r18"),
     Row("tsm_w3", "TSM + W3 (with AFR, w/o MFR)", "tsm_w3_r18", attention=True),
 )
-METRICS = ("test_top1", "reversal_pair_accuracy", "best_val_top1", "train_seconds",
-           "attention.where.ratio", "attention.when.channel.ratio", "attention.when.spatial.ratio",
-           "attention.what.class_separability")
+
+
+def quickstart_budget() -> SynthBudget:
+    """The benchmark's dataset and recipe at the quickstart's size: 120 videos per class, 5 epochs."""
+    return SynthBudget(synth={**BENCHMARK_SYNTH, "videos_per_class": 120}, epochs=5)
 
 
 @dataclass
 class QuickstartSettings:
     out_dir: str = "vidattn-quickstart"
-    budget: SynthBudget = field(default_factory=SynthBudget)
+    budget: SynthBudget = field(default_factory=quickstart_budget)
     #: test videos shown with W3 attention figures and top-5 predictions (first reversal pairs' classes)
     num_examples: int = 4
 
