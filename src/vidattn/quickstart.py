@@ -24,6 +24,7 @@ from vidattn.benchmark import (
     METRICS,
     Row,
     SynthBudget,
+    attention_figures,
     attention_table,
     difference_line,
     prepare,
@@ -69,9 +70,11 @@ def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]
     w3_run = out / "runs" / f"tsm_w3-seed{b.seeds[0]}"
     examples = _attention_examples(out, data_root, w3_run, s.num_examples) if w3_run.is_dir() else {}
     meta = json.loads((data_root / "synth_actions.json").read_text())
+    metric_figures = {k: Path(v).name for k, v in
+                      attention_figures(out, results, stats, QUICKSTART_ROWS, data_root, b.seeds[0]).items()}
     summary = {"settings": _settings_dict(s), "pretraining": pre, "stats": stats,
                "dataset": {**meta["config"], "classes": meta["classes"]},
-               "figures": {"curves": curves.name, **examples.get("figures", {})},
+               "figures": {"curves": curves.name, **metric_figures, **examples.get("figures", {})},
                "predictions": examples.get("predictions", []),
                "wall_seconds": round(time.perf_counter() - start, 1)}
     (out / "results.json").write_text(json.dumps({**summary, "trials": results}, indent=1))
@@ -145,7 +148,7 @@ def _report(summary: dict[str, Any]) -> str:
               "![curves](curves.png)", ""]
     for fig in summary["figures"].values():
         if fig != "curves.png":
-            lines += [f"![attention]({fig})", ""]
+            lines += [f"![{Path(fig).stem}]({fig})", ""]
     if summary.get("predictions"):
         lines += ["## Predictions of TSM+W3 (seed 0) on test videos", "", "| video | true | top-5 (probability) |",
                   "| --- | --- | --- |"]
