@@ -160,3 +160,17 @@ def test_predict_annotate_keeps_same_stem_videos_apart(run_dir, synth, tmp_path)
     shutil.copy(video, tmp_path / "x.mp4")
     vidattn("predict", tmp_path / "x.avi", tmp_path / "x.mp4", "--weights", run_dir, "--annotate", tmp_path / "ann")
     assert sorted(p.name for p in (tmp_path / "ann").glob("*.mp4")) == ["x.avi_top5.mp4", "x.mp4_top5.mp4"]
+
+
+def test_test_takes_a_recipe_for_weights_outside_a_run_folder(run_dir, synth, tmp_path):
+    import shutil
+
+    weights = shutil.copy(run_dir / "model_last.safetensors", tmp_path / "w.safetensors")
+    proc = vidattn("test", weights, "--split", "test", check=False)
+    _one_line_error(proc, "w.safetensors", "config.yaml", "--config RECIPE.yaml")
+    recipe = tmp_path / "recipe.yaml"
+    shutil.copy(run_dir / "config.yaml", recipe)
+    proc = vidattn("test", weights, "--config", recipe, "--split", "test", "eval.clips=2", "--out", tmp_path / "ev")
+    metrics = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    assert metrics["num_samples"] == 4 and metrics["views"] == 2
+    assert (tmp_path / "ev" / "metrics.json").is_file()

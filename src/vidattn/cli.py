@@ -125,9 +125,13 @@ def _train(args: argparse.Namespace) -> int:
 
 @_command("test")
 def _test(args: argparse.Namespace) -> int:
+    from vidattn.config import load_config
     from vidattn.engine.evaluate import run_evaluation
 
-    result = run_evaluation(args.source, overrides=list(args.overrides), split=args.split, output_dir=args.out)
+    # --config: the recipe of a weights file without a run folder (its data section says what to evaluate on)
+    config = load_config(args.config, list(args.overrides)) if args.config else None
+    result = run_evaluation(args.source, config=config, overrides=[] if config else list(args.overrides),
+                            split=args.split, output_dir=args.out)
     print(json.dumps(result.metrics, indent=2, default=float))
     if result.output_dir is not None:
         print(f"written to {result.output_dir}")
@@ -240,8 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("test", help="evaluate a run directory or weights file",
                        description="Evaluate with the run's config.eval views (clips x crops); override with "
-                                   "e.g. eval.clips=2 eval.crops=10 eval.full_res=true data.root=...")
+                                   "e.g. eval.clips=2 eval.crops=10 eval.full_res=true data.root=... "
+                                   "The config is the run's config.yaml (beside the weights), else --config.")
     p.add_argument("source", help="run directory or weights file")
+    p.add_argument("--config", metavar="RECIPE.yaml",
+                   help="recipe for the data and views (default: config.yaml of the run folder holding the "
+                        "weights; required for a weights file outside a run folder)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval-SPLIT-VIEWS)")
