@@ -292,3 +292,27 @@ def test_end_of_run_rewrites_a_corrupt_best_from_memory(tiny_config):
         again = load_weights(run / "model_best.safetensors")[0]
         assert all(torch.equal(again[k], best_state[k]) for k in best_state)
     assert verify_best_weights(run, model, result.best, best_state)["status"] == "ok"
+
+
+def test_fine_tuning_to_a_new_class_count_is_a_documented_switch(tiny_config):
+    from vidattn.engine.train import builders
+    from vidattn.models.compat import CheckpointError
+
+    weights = run_training(tiny_config()).run_dir / "model_last.safetensors"  # 4 classes
+    strict = tiny_config(**{"model.pretrained": str(weights), "data.num_classes": 5, "train.run_name": "ft"})
+    assert strict.model.pretrained_strict is True
+    with pytest.raises(CheckpointError, match=r"head.*model.pretrained_strict=false"):
+        builders.build_model(strict)
+    tuned = builders.build_model(tiny_config(**{"model.pretrained": str(weights), "data.num_classes": 5,
+                                                "model.pretrained_strict": "false"}))
+    backbone = {k: v for k, v in load_file(weights).items() if not k.startswith("head.")}
+    state = tuned.state_dict()
+    assert backbone and all(torch.equal(state[k], v) for k, v in backbone.items())
+    assert tuned(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 5)
+    # the older spelling keeps working
+    opts = "{channels: 8, pool_output: [2, 4, 4], hidden: [32], pretrained_strict: false}"
+    old = builders.build_model(tiny_config(**{"model.pretrained": str(weights), "data.num_classes": 5,
+                                              "model.options": opts}))
+    assert all(torch.equal(old.state_dict()[k], v) for k, v in backbone.items())
+    with pytest.raises(ValueError, match="model.pretrained_strict"):
+        tiny_config(**{"model.pretrained_strict": "sometimes"})
