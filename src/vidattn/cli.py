@@ -144,8 +144,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     from vidattn.predict import annotate_video, annotated_names, predict_videos, write_predictions_json
 
+    frames = {"frame_template": args.frame_template, "start_index": args.start_index}
     preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, size=args.size,
-                           on_error="skip")
+                           on_error="skip", **frames)
     for p in preds:
         if "error" in p:
             print(f"{p['video']}: error: {p['error']}")
@@ -159,7 +160,7 @@ def _predict(args: argparse.Namespace) -> int:
         names = annotated_names([p["video"] for p in preds], args.topk)
         for p, name in zip(preds, names):
             if "error" not in p:
-                annotate_video(p["video"], p, Path(args.annotate) / name)
+                annotate_video(p["video"], p, Path(args.annotate) / name, **frames)
     return 1 if all("error" in p for p in preds) else 0
 
 
@@ -264,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="crop size (default: the run's config, else 224)")
     p.add_argument("--json", help="write the predictions to this JSON file")
     p.add_argument("--annotate", metavar="DIR", help="write each video with its top-k overlaid into DIR")
+    p.add_argument("--frame-template", metavar="TEMPLATE",
+                   help="file names in frame folders, printf or format style (default {:05d}.jpg; "
+                        "mmaction2: img_%%05d.jpg)")
+    p.add_argument("--start-index", type=int, default=1, help="number of a frame folder's first file (default 1)")
 
     p = sub.add_parser("visualize", help="W3 spatio-temporal attention over a video (W3 paper Fig. 3)",
                        description="Overlay a model's spatio-temporal attention on evenly sampled frames: a PNG "
