@@ -49,6 +49,7 @@ __all__ = [
     "load_training_state",
     "export_weights",
     "find_weights",
+    "weights_problem",
 ]
 
 logger = logging.getLogger(__name__)
@@ -261,15 +262,40 @@ def _save_safetensors(model: nn.Module, path: Path) -> None:
     save_file(tensors, str(path), metadata=meta)
 
 
+def weights_problem(path: str | Path) -> str | None:
+    """Why the weights file at ``path`` cannot be read back (``None``: it reads): a missing, empty, torn or
+    corrupt file, metadata that is not JSON, no tensors."""
+    from vidattn.models.compat import CheckpointError, load_weights
+
+    try:
+        load_weights(path)
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
 def find_weights(run_or_file: str | Path, prefer: str = "best") -> Path:
-    """Weights file of a run directory (``model_best`` then ``model_last``), or the file itself."""
+    """Weights file of a run directory (``model_best`` then ``model_last``), or the file itself.
+
+    A run's preferred file that does not read back (torn, corrupt) is passed over for the other one with
+    a one-line warning naming it; if neither reads, a ``CheckpointError`` names both."""
+    from vidattn.models.compat import CheckpointError
+
     p = Path(run_or_file)
     if p.is_file():
         return p
     if not p.is_dir():
         raise FileNotFoundError(f"{p}: no such run directory or weights file")
     order = [BEST_WEIGHTS, LAST_WEIGHTS] if prefer == "best" else [LAST_WEIGHTS, BEST_WEIGHTS]
-    for name in order:
-        if (p / name).is_file():
-            return p / name
-    raise FileNotFoundError(f"{p}: run directory has neither {BEST_WEIGHTS} nor {LAST_WEIGHTS}")
+    present = [p / name for name in order if (p / name).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{p}: run directory has neither {BEST_WEIGHTS} nor {LAST_WEIGHTS}")
+    problems = []
+    for path in present:
+        problem = weights_problem(path)
+        if problem is None:
+            if problems:
+                logger.warning("%s; using %s instead", problems[0], path.name)
+            return path
+        problems.append(problem)
+    raise CheckpointError(f"{p}: no readable weights: {'; '.join(problems)}")

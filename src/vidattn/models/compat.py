@@ -401,7 +401,8 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str, stri
         if required_missing:
             parts.append(f"missing from the file: {_few(required_missing)}")
         raise CheckpointError(f"{source} ({fmt}) does not fit {_model_name(model)}: {'; '.join(parts)}. "
-                              "Pass pretrained_strict=False (load_pretrained(..., strict=False)) to load "
+                              "Pass pretrained_strict=False (recipe: model.pretrained_strict=false; "
+                              "load_pretrained(..., strict=False)) to load "
                               "everything but these, e.g. to fine-tune with a new classifier")
     if not report.loaded:
         raise CheckpointError(f"{source} ({fmt}): no tensor of the file fits {_model_name(model)}")
