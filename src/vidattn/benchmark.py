@@ -91,11 +91,10 @@ def video_config(model: str, b: SynthBudget, data_root: Path, pretrained: Path |
     size = int(b.synth.get("size", 32))
     meta = json.loads((data_root / "synth_actions.json").read_text())
     model_options = {"base_width": b.base_width, "stem": b.stem, "dropout": 0.0, **dict(options or {})}
-    if pretrained is not None:
-        model_options["pretrained_strict"] = False  # a fresh classifier (the file's fc has other classes)
     return {
+        # pretrained_strict=False: a fresh classifier (the pretraining's fc has 48 appearance classes)
         "model": {"name": model, "pretrained": None if pretrained is None else str(pretrained),
-                  "options": model_options},
+                  "pretrained_strict": pretrained is None, "options": model_options},
         "data": {"dataset": "synth_actions", "root": str(data_root), "num_classes": len(meta["classes"]),
                  "num_segments": b.num_segments, "sampling": "tsn", "scale_size": size, "crop_size": size,
                  "train_crop": "random", "flip": False, "batch_size": b.batch_size, "num_workers": 0,
