@@ -328,11 +328,16 @@ def benchmark_report(summary: Mapping[str, Any], rows: Sequence[Row]) -> str:
                                              "within-class std of the per-video channel mask.", ""]
     for name, fig in summary.get("figures", {}).items():
         lines += [f"![{name}]({Path(fig).name})", ""]
-    pre = summary.get("pretraining") or {}
+    return "\n".join(lines + budget_lines(summary))
+
+
+def budget_lines(summary: Mapping[str, Any]) -> list[str]:
+    """The report's last lines: the pretraining's accuracy, the shared budget, the wall time."""
+    s, pre = summary["settings"], summary.get("pretraining") or {}
+    lines = []
     if pre:
-        lines += [f"Appearance pretraining (ImageNet stand-in): {pre.get('held_out_accuracy')}% held-out accuracy "
-                  f"over {pre.get('num_appearances')} appearances, {pre.get('seconds')} s.", ""]
-    lines += [f"Budget: {s['synth']}, ResNet-{s['depth']} (width {s['base_width']}, {s['stem']} stem), "
-              f"{s['num_segments']} frames, {s['epochs']} epochs, {s['optimizer']} lr {s['lr']}, batch "
-              f"{s['batch_size']}. Wall time: {summary['wall_seconds']:.0f} s.", ""]
-    return "\n".join(lines)
+        lines += [f"Appearance pretraining (the ImageNet stand-in): {pre['held_out_accuracy']}% held-out accuracy "
+                  f"over {pre['num_appearances']} appearances in {pre['seconds']} s.", ""]
+    return lines + [f"Budget: {s['synth']}; ResNet-{s['depth']} (width {s['base_width']}, {s['stem']} stem), "
+                    f"{s['num_segments']} frames, {s['epochs']} epochs, {s['optimizer']} lr {s['lr']} (cosine), "
+                    f"batch {s['batch_size']}, seeds {s['seeds']}. Wall time: {summary['wall_seconds']:.0f} s.", ""]

@@ -26,6 +26,7 @@ from vidattn.benchmark import (
     SynthBudget,
     attention_figures,
     attention_table,
+    budget_lines,
     difference_line,
     prepare,
     row_trials,
@@ -156,11 +157,4 @@ def _report(summary: dict[str, Any]) -> str:
             top = ", ".join(f"{c} ({q:.2f})" for c, q in zip(p["labels"], p["probabilities"]))
             lines.append(f"| {p['video']} | {p['true']} | {top} |")
         lines.append("")
-    pre = summary.get("pretraining") or {}
-    if pre:
-        lines += [f"Appearance pretraining (the ImageNet stand-in): {pre['held_out_accuracy']}% held-out accuracy "
-                  f"over {pre['num_appearances']} appearances in {pre['seconds']} s.", ""]
-    lines += [f"Budget: {s['synth']}; ResNet-{s['depth']} (width {s['base_width']}, {s['stem']} stem), "
-              f"{s['num_segments']} frames, {s['epochs']} epochs, {s['optimizer']} lr {s['lr']} (cosine), batch "
-              f"{s['batch_size']}. Wall time: {summary['wall_seconds']:.0f} s.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + budget_lines(summary))
