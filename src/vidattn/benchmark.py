@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vidattn.engine.pretrain import AppearancePretraining
-from vidattn.experiments import Trial, aggregate, fmt, plot_seed_curves, run_trials, table
+from vidattn.experiments import Trial, aggregate, finished_results, fmt, plot_seed_curves, run_trials, table
 
 __all__ = ["SynthBudget", "Row", "BENCHMARK_ROWS", "prepare", "video_config", "run_benchmark"]
 
@@ -186,15 +186,21 @@ def row_trials(rows: Sequence[Row], b: SynthBudget, data_root: Path, pretrained:
 
 
 def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget | None = None,
-                  rows: Sequence[Row] = BENCHMARK_ROWS) -> dict[str, Any]:
-    """Run (or continue) the benchmark; writes `report.md`, `results.json` and plots into `out_dir`."""
+                  rows: Sequence[Row] = BENCHMARK_ROWS, report_only: bool = False) -> dict[str, Any]:
+    """Run (or continue) the benchmark, trials in the order of `rows`; writes `report.md`, `results.json`
+    and plots into `out_dir`. `report_only`: train nothing, report the trials finished so far."""
     b = budget or SynthBudget()
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_root, weights, pre = prepare(out, b)
-    results = run_trials(row_trials(rows, b, data_root, weights), out, workers=b.workers, progress=b.progress,
-                         desc="benchmark")
+    trials = row_trials(rows, b, data_root, weights)
+    if report_only:
+        results = finished_results(trials, out)
+        if not results:
+            raise FileNotFoundError(f"{out}: no finished trial to report")
+    else:
+        results = run_trials(trials, out, workers=b.workers, progress=b.progress, desc="benchmark")
     stats = aggregate(results, METRICS)
     labels = {r.key: r.label for r in rows}
     figures = {}

@@ -87,8 +87,16 @@ def _benchmark(args: argparse.Namespace) -> int:
     from vidattn.benchmark import BENCHMARK_ROWS, SynthBudget, run_benchmark
 
     start = time.perf_counter()
-    rows = BENCHMARK_ROWS if not args.rows else [r for r in BENCHMARK_ROWS if r.key in args.rows.split(",")]
-    results = run_benchmark(args.out, _budget(args, SynthBudget()), rows)
+    by_key = {r.key: r for r in BENCHMARK_ROWS}
+    keys = args.rows.split(",") if args.rows else list(by_key)
+    unknown = [k for k in keys if k not in by_key]
+    if unknown:
+        raise ValueError(f"--rows: unknown row(s) {unknown}; choose from {list(by_key)}")
+    rows = [by_key[k] for k in keys]
+    teachers = [r.teacher for r in rows if r.teacher and r.teacher not in keys]
+    if teachers:
+        raise ValueError(f"--rows: MFR rows need their teacher rows too: add {sorted(set(teachers))}")
+    results = run_benchmark(args.out, _budget(args, SynthBudget()), rows, report_only=args.report_only)
     _print_rows(results["stats"], f"benchmark test accuracy, mean ± std over seeds; report in {args.out}/report.md")
     print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
     return 0
@@ -231,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--workers", type=int, help="runs trained at once, one CPU thread each (default: cores)")
         p.add_argument("--videos-per-class", type=int, help="SynthActions size")
         if name == "benchmark":
-            p.add_argument("--rows", help="comma-separated row keys (default: all; see docs/benchmark.md)")
+            p.add_argument("--rows", help="comma-separated row keys, run in this order (default: all; "
+                                          "docs/benchmark.md)")
+            p.add_argument("--report-only", action="store_true",
+                           help="train nothing: write the report of the trials finished so far")
 
     p = sub.add_parser("train", help="train a model from a recipe YAML",
                        description="Train from a recipe (configs/*.yaml) with key=value overrides, e.g. "

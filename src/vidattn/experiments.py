@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Trial", "run_trials", "aggregate", "mean_std", "plot_seed_curves", "TrialError"]
+__all__ = ["Trial", "run_trials", "finished_results", "aggregate", "mean_std", "plot_seed_curves", "TrialError"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,13 @@ def run_trials(trials: Sequence[Trial], out_dir: str | os.PathLike, *, workers: 
         last = _last_line(log_file)
         raise TrialError(f"trial {failed[0]} failed ({last}); see {log_file}; rerun to continue")
     return {t.name: json.loads((runs / t.name / RESULT_FILE).read_text()) for t in trials}
+
+
+def finished_results(trials: Sequence[Trial], out_dir: str | os.PathLike) -> dict[str, dict[str, Any]]:
+    """The results of the trials that have finished under `out_dir/runs` (the others are left out)."""
+    runs = Path(out_dir) / "runs"
+    return {t.name: json.loads((runs / t.name / RESULT_FILE).read_text()) for t in trials
+            if (runs / t.name / RESULT_FILE).is_file()}
 
 
 def _start(trial: Trial, runs: Path, threads: int) -> tuple[subprocess.Popen, Any]:
