@@ -12,7 +12,8 @@ the convs):
   pick their NHWC kernels; the recognizer then folds clips into channels-last frames directly.
 - compile: `torch.compile` with inductor freezing (constant-folded BN, weights pre-packed), off by default
   (the first call compiles for tens of seconds).
-On CPU the Predictor also tunes glibc's allocator for the process (`vidattn.runtime`).
+On CPU the Predictor tunes glibc's allocator only if the process opted in (`VIDATTN_CPU_ALLOCATOR=tuned`,
+`vidattn --tune-allocator`; `vidattn.runtime`).
 `describe()` says what was picked and why. Same top-1 in every precision; bf16 logits are within a few 1e-2
 of fp32 (tests/test_inference.py measures it).
 """
@@ -30,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from vidattn.runtime import tune_cpu_allocator
+from vidattn.runtime import apply_requested_cpu_settings
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,8 @@ class Predictor:
             done.append(f"batchnorm: {fold_batchnorm(model)} layers folded into their convs")
         if plan.device.type == "cpu":
             done.append("allocator: " + ("glibc malloc keeps large freed blocks (vidattn.runtime)"
-                                         if tune_cpu_allocator() else "system default"))
+                                         if apply_requested_cpu_settings() else
+                                         "system default (opt in: VIDATTN_CPU_ALLOCATOR=tuned)"))
         self.plan = dataclasses.replace(plan, reasons=(*plan.reasons, *done))
         if self.plan.channels_last:
             to_channels_last(model)

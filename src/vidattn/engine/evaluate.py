@@ -37,7 +37,7 @@ from vidattn.engine.distributed import (
     init_distributed,
 )
 from vidattn.engine.submission import write_epic_submission, write_something_predictions
-from vidattn.runtime import tune_cpu_allocator
+from vidattn.runtime import apply_requested_cpu_settings
 
 __all__ = [
     "EvalResult",
@@ -264,7 +264,7 @@ def run_evaluation(
     try:
         model = build_model_from_weights(weights, cfg).to(info.device)
         if info.device.type == "cpu":
-            tune_cpu_allocator()
+            apply_requested_cpu_settings()  # only if the process opted in
         loader, dataset = build_eval_loader(cfg, split, info, views=True)
         metrics, records, cms = evaluate(
             model,
