@@ -30,7 +30,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from vidattn.models import build_from_weights
+from vidattn.runs import find_weights
 from vidattn.runtime import apply_requested_cpu_settings
 
 logger = logging.getLogger(__name__)
@@ -146,8 +149,6 @@ def fold_batchnorm(model: nn.Module) -> int:
     `convK`/`bnK` and `X_conv`/`X_bn` (blocks, stems, CBAM, non-local), and a conv followed by a BatchNorm in an
     `nn.Sequential` (downsample branches). Pairs in training mode (e.g. partial BN) are left alone.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     convs, norms = (nn.Conv2d, nn.Conv3d), (nn.BatchNorm2d, nn.BatchNorm3d)
     folded = 0
     for parent in list(model.modules()):
@@ -231,10 +232,5 @@ def load_predictor(weights: str | Path, device: str | torch.device = "auto", pre
                    channels_last: bool | str = "auto", compile: bool = False, fold_bn: bool = True) -> Predictor:
     """A `Predictor` for a safetensors file written by `vidattn.models.save_weights`, or for a training run
     directory (its best, else last, weights)."""
-    from vidattn.models import build_from_weights
-
-    if Path(weights).is_dir():
-        from vidattn.engine.checkpoint import find_weights
-
-        weights = find_weights(weights)
+    weights = find_weights(weights) if Path(weights).is_dir() else weights
     return Predictor(build_from_weights(weights), device, precision, channels_last, compile, fold_bn)
