@@ -160,3 +160,39 @@ def test_predict_annotate_keeps_same_stem_videos_apart(run_dir, synth, tmp_path)
     shutil.copy(video, tmp_path / "x.mp4")
     vidattn("predict", tmp_path / "x.avi", tmp_path / "x.mp4", "--weights", run_dir, "--annotate", tmp_path / "ann")
     assert sorted(p.name for p in (tmp_path / "ann").glob("*.mp4")) == ["x.avi_top5.mp4", "x.mp4_top5.mp4"]
+
+
+def test_test_takes_a_recipe_for_weights_outside_a_run_folder(run_dir, synth, tmp_path):
+    import shutil
+
+    weights = shutil.copy(run_dir / "model_last.safetensors", tmp_path / "w.safetensors")
+    proc = vidattn("test", weights, "--split", "test", check=False)
+    _one_line_error(proc, "w.safetensors", "config.yaml", "--config RECIPE.yaml")
+    recipe = tmp_path / "recipe.yaml"
+    shutil.copy(run_dir / "config.yaml", recipe)
+    proc = vidattn("test", weights, "--config", recipe, "--split", "test", "eval.clips=2", "--out", tmp_path / "ev")
+    metrics = json.loads(proc.stdout[: proc.stdout.rindex("}") + 1])
+    assert metrics["num_samples"] == 4 and metrics["views"] == 2
+    assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_predict_reads_mmaction2_frame_folders_with_a_template(run_dir, synth, tmp_path):
+    from vidattn.data import open_video
+
+    video = next((synth / "videos").rglob("*.avi"))
+    folder = tmp_path / "rawframes" / video.stem
+    folder.mkdir(parents=True)
+    with open_video(video) as reader:
+        frames = reader.read(list(range(reader.num_frames)))
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"img_{i + 1:05d}.jpg", quality=95)
+    proc = vidattn("predict", folder, "--weights", run_dir, check=False)
+    assert proc.returncode == 1 and "img_" in proc.stdout + proc.stderr  # the default {:05d}.jpg finds nothing
+    for template in ("img_%05d.jpg", "img_{:05d}.jpg"):
+        proc = vidattn("predict", folder, "--weights", run_dir, "--frame-template", template,
+                       "--json", tmp_path / "p.json", "--annotate", tmp_path / "ann")
+        pred = json.loads((tmp_path / "p.json").read_text())[0]
+        assert "error" not in pred and len(pred["topk"]) == 4 and pred["frame_indices"]
+    vidattn("predict", video, "--weights", run_dir, "--json", tmp_path / "v.json")
+    assert pred["frame_indices"] == json.loads((tmp_path / "v.json").read_text())[0]["frame_indices"]
+    assert (tmp_path / "ann" / f"{video.stem}_top5.mp4").is_file()

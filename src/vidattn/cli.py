@@ -127,9 +127,13 @@ def _train(args: argparse.Namespace) -> int:
 
 @_command("test")
 def _test(args: argparse.Namespace) -> int:
+    from vidattn.config import load_config
     from vidattn.engine.evaluate import run_evaluation
 
-    result = run_evaluation(args.source, overrides=list(args.overrides), split=args.split, output_dir=args.out)
+    # --config: the recipe of a weights file without a run folder (its data section says what to evaluate on)
+    config = load_config(args.config, list(args.overrides)) if args.config else None
+    result = run_evaluation(args.source, config=config, overrides=[] if config else list(args.overrides),
+                            split=args.split, output_dir=args.out)
     print(json.dumps(result.metrics, indent=2, default=float))
     if result.output_dir is not None:
         print(f"written to {result.output_dir}")
@@ -142,8 +146,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     from vidattn.predict import annotate_video, annotated_names, predict_videos, write_predictions_json
 
+    frames = {"frame_template": args.frame_template, "start_index": args.start_index}
     preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, size=args.size,
-                           on_error="skip")
+                           on_error="skip", **frames)
     for p in preds:
         if "error" in p:
             print(f"{p['video']}: error: {p['error']}")
@@ -157,7 +162,7 @@ def _predict(args: argparse.Namespace) -> int:
         names = annotated_names([p["video"] for p in preds], args.topk)
         for p, name in zip(preds, names):
             if "error" not in p:
-                annotate_video(p["video"], p, Path(args.annotate) / name)
+                annotate_video(p["video"], p, Path(args.annotate) / name, **frames)
     return 1 if all("error" in p for p in preds) else 0
 
 
@@ -246,8 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("test", help="evaluate a run directory or weights file",
                        description="Evaluate with the run's config.eval views (clips x crops); override with "
-                                   "e.g. eval.clips=2 eval.crops=10 eval.full_res=true data.root=...")
+                                   "e.g. eval.clips=2 eval.crops=10 eval.full_res=true data.root=... "
+                                   "The config is the run's config.yaml (beside the weights), else --config.")
     p.add_argument("source", help="run directory or weights file")
+    p.add_argument("--config", metavar="RECIPE.yaml",
+                   help="recipe for the data and views (default: config.yaml of the run folder holding the "
+                        "weights; required for a weights file outside a run folder)")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--out", help="output folder (default RUN_DIR/eval-SPLIT-VIEWS)")
@@ -262,6 +271,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="crop size (default: the run's config, else 224)")
     p.add_argument("--json", help="write the predictions to this JSON file")
     p.add_argument("--annotate", metavar="DIR", help="write each video with its top-k overlaid into DIR")
+    p.add_argument("--frame-template", metavar="TEMPLATE",
+                   help="file names in frame folders, printf or format style (default {:05d}.jpg; "
+                        "mmaction2: img_%%05d.jpg)")
+    p.add_argument("--start-index", type=int, default=1, help="number of a frame folder's first file (default 1)")
 
     p = sub.add_parser("visualize", help="W3 spatio-temporal attention over a video (W3 paper Fig. 3)",
                        description="Overlay a model's spatio-temporal attention on evenly sampled frames: a PNG "

@@ -49,6 +49,9 @@ class ModelConfig:
     name: str = "tsm_r18"
     #: ``None`` (random init), ``"imagenet"`` or a weights file; fine-tuning enables the head lr multipliers.
     pretrained: str | None = None
+    #: ``False``: load every tensor of ``pretrained`` that fits and leave the rest fresh (fine-tuning to a new
+    #: class count: the file's classifier is skipped); ``True``: a tensor that does not fit is an error.
+    pretrained_strict: bool = True
     #: Extra constructor options (dropout, reduction ratio, ...), passed through unchanged.
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vidattn.models import build_from_weights
-from vidattn.runs import find_weights
+from vidattn.models.compat import find_weights
 from vidattn.runtime import apply_requested_cpu_settings
 
 logger = logging.getLogger(__name__)

@@ -36,7 +36,7 @@ from vidattn.data import VideoError, open_video
 from vidattn.data.sampling import consecutive_test_indices, tsn_test_indices
 from vidattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, build_test_transform
 from vidattn.models import build_from_weights
-from vidattn.runs import find_weights
+from vidattn.models.compat import find_weights
 
 logger = logging.getLogger(__name__)
 
@@ -234,10 +234,19 @@ def _head_sizes(model: nn.Module) -> list[int]:
     return [fc.out_features for fc in fcs] or [0]
 
 
-def load_clip(video_path: PathLike, spec: InputSpec) -> tuple[Tensor, np.ndarray, np.ndarray]:
+def _frames_kw(frame_template: str | None, start_index: int) -> dict[str, Any]:
+    """Frame-folder options for ``open_video`` (ignored for video files)."""
+    return {"start_index": start_index, **({"frame_template": frame_template} if frame_template else {})}
+
+
+def load_clip(video_path: PathLike, spec: InputSpec, *, frame_template: str | None = None,
+              start_index: int = 1) -> tuple[Tensor, np.ndarray, np.ndarray]:
     """One test clip of a video: ``(clip (3, T, H, W) float, frames uint8 (T, H, W, 3) as read,
-    indices (T,))``. Raises :class:`vidattn.data.VideoError` for unreadable files."""
-    with open_video(video_path) as reader:
+    indices (T,))``. Raises :class:`vidattn.data.VideoError` for unreadable files.
+
+    A frame folder's files are named by ``frame_template`` (``str.format`` or printf style: mmaction2's
+    ``img_{:05d}.jpg`` / ``img_%05d.jpg``; default ``{:05d}.jpg``) from ``start_index``."""
+    with open_video(video_path, **_frames_kw(frame_template, start_index)) as reader:
         indices = spec.indices(reader.num_frames)
         frames = reader.read(indices)
     clip, _ = spec.transform()(frames)
@@ -261,6 +270,8 @@ def predict_videos(
     spec: InputSpec | None = None,
     device: str | torch.device = "cpu",
     on_error: str = "raise",
+    frame_template: str | None = None,
+    start_index: int = 1,
 ) -> list[dict[str, Any]]:
     """Top-``topk`` labels with softmax probabilities for each video, one clip each (see module docstring).
 
@@ -268,6 +279,7 @@ def predict_videos(
     "index", "probability"}, ...]}``, sorted by probability; multi-head models (EPIC verb/noun) also get
     ``"heads"``, one such list per head (``"topk"`` is the first head's). ``on_error="skip"``: an
     unreadable video gets ``{"video", "error"}`` (and a logged warning) instead of stopping the run.
+    ``frame_template`` / ``start_index``: how the files of frame folders among ``paths`` are named.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -278,7 +290,7 @@ def predict_videos(
     results = []
     for path in paths:
         try:
-            clip, _, indices = load_clip(path, spec)
+            clip, _, indices = load_clip(path, spec, frame_template=frame_template, start_index=start_index)
         except VideoError as e:
             if on_error == "raise":
                 raise
@@ -385,15 +397,17 @@ def annotate_frames(frames: np.ndarray, prediction: dict[str, Any], min_side: in
 
 
 def annotate_video(video_path: PathLike, prediction: dict[str, Any], out_path: PathLike, *,
-                   max_frames: int | None = None, fps: float | None = None, min_side: int = 256) -> Path:
+                   max_frames: int | None = None, fps: float | None = None, min_side: int = 256,
+                   frame_template: str | None = None, start_index: int = 1) -> Path:
     """Write the video (``.mp4`` or ``.gif``) with the prediction's top-5 overlaid on every frame.
 
     ``prediction`` is one entry of :func:`predict_videos`. ``max_frames`` caps the frames read (from the
     start); ``fps`` defaults to the source's. Small videos are upscaled to a short side of ``min_side``.
+    ``frame_template`` / ``start_index``: the file names of a frame folder (see :func:`load_clip`).
     """
     if "topk" not in prediction:
         raise ValueError(f"{video_path}: prediction has no 'topk' ({prediction.get('error', 'no result')})")
-    with open_video(video_path) as reader:
+    with open_video(video_path, **_frames_kw(frame_template, start_index)) as reader:
         n = reader.num_frames if max_frames is None else min(reader.num_frames, max_frames)
         frames = reader.read(np.arange(n))
         fps = fps or reader.fps or 25.0

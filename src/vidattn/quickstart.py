@@ -24,7 +24,9 @@ from vidattn.benchmark import (
     METRICS,
     Row,
     SynthBudget,
+    attention_figures,
     attention_table,
+    budget_lines,
     difference_line,
     prepare,
     row_trials,
@@ -69,9 +71,11 @@ def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]
     w3_run = out / "runs" / f"tsm_w3-seed{b.seeds[0]}"
     examples = _attention_examples(out, data_root, w3_run, s.num_examples) if w3_run.is_dir() else {}
     meta = json.loads((data_root / "synth_actions.json").read_text())
+    metric_figures = {k: Path(v).name for k, v in
+                      attention_figures(out, results, stats, QUICKSTART_ROWS, data_root, b.seeds[0]).items()}
     summary = {"settings": _settings_dict(s), "pretraining": pre, "stats": stats,
                "dataset": {**meta["config"], "classes": meta["classes"]},
-               "figures": {"curves": curves.name, **examples.get("figures", {})},
+               "figures": {"curves": curves.name, **metric_figures, **examples.get("figures", {})},
                "predictions": examples.get("predictions", []),
                "wall_seconds": round(time.perf_counter() - start, 1)}
     (out / "results.json").write_text(json.dumps({**summary, "trials": results}, indent=1))
@@ -145,7 +149,7 @@ def _report(summary: dict[str, Any]) -> str:
               "![curves](curves.png)", ""]
     for fig in summary["figures"].values():
         if fig != "curves.png":
-            lines += [f"![attention]({fig})", ""]
+            lines += [f"![{Path(fig).stem}]({fig})", ""]
     if summary.get("predictions"):
         lines += ["## Predictions of TSM+W3 (seed 0) on test videos", "", "| video | true | top-5 (probability) |",
                   "| --- | --- | --- |"]
@@ -153,11 +157,4 @@ def _report(summary: dict[str, Any]) -> str:
             top = ", ".join(f"{c} ({q:.2f})" for c, q in zip(p["labels"], p["probabilities"]))
             lines.append(f"| {p['video']} | {p['true']} | {top} |")
         lines.append("")
-    pre = summary.get("pretraining") or {}
-    if pre:
-        lines += [f"Appearance pretraining (the ImageNet stand-in): {pre['held_out_accuracy']}% held-out accuracy "
-                  f"over {pre['num_appearances']} appearances in {pre['seconds']} s.", ""]
-    lines += [f"Budget: {s['synth']}; ResNet-{s['depth']} (width {s['base_width']}, {s['stem']} stem), "
-              f"{s['num_segments']} frames, {s['epochs']} epochs, {s['optimizer']} lr {s['lr']} (cosine), batch "
-              f"{s['batch_size']}. Wall time: {summary['wall_seconds']:.0f} s.", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + budget_lines(summary))

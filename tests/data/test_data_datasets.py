@@ -308,3 +308,55 @@ def test_list_class_count_is_the_union_of_the_splits(tmp_path, media):
     write(tmp_path / "train.txt", f"{media['avi_xvid']} 0\n{media['avi_xvid']} 4\n")
     write(tmp_path / "test.txt", f"{media['avi_xvid']} 1\n")
     assert ListDataset(tmp_path, "test").num_classes == 5 == ListDataset(tmp_path, "train").num_classes
+
+
+# ------------------------------------------------------------------------------------------------ Kinetics
+
+
+def test_kinetics_csv_and_both_folder_layouts(tmp_path, caplog):
+    import logging
+
+    header = "label,youtube_id,time_start,time_end,split,is_cc\n"
+    write(tmp_path / "annotations/train.csv", header
+          + '"tying knot (not on a tie)",abc-_12,14,24,train,0\n'
+          + "abseiling,0347ZoDXyP0,95,105,train,0\n"
+          + "abseiling,takenDown1,0,10,train,0\n")  # not on disk
+    write(tmp_path / "annotations/validate.csv", "label,youtube_id,time_start,time_end,split\n"
+          + '"tying knot (not on a tie)",v1,3,13,val\n')
+    write(tmp_path / "annotations/test.csv", "youtube_id,time_start,time_end,split\nt1,0,10,test\n")
+    # train: per-class folders (crawler spelling of the label); val and test: flat (the CVDF tarballs)
+    pattern_video(tmp_path / "train/tying_knot_not_on_a_tie/abc-_12_000014_000024", n=16, fmt="mp4_h264")
+    pattern_video(tmp_path / "train/abseiling/0347ZoDXyP0_000095_000105", n=16, fmt="mp4_h264")
+    pattern_video(tmp_path / "val/v1_000003_000013", n=16, fmt="mp4_h264")
+    frame_folder(tmp_path / "test/t1_000000_000010", 8, template="img_{:05d}.jpg")
+    centres = build_sampler("tsn", 4, train=False)
+    with caplog.at_level(logging.WARNING, logger="vidattn.data.datasets.kinetics"):
+        train = build_dataset("kinetics400", tmp_path, "train", transform=RAW, sampler=centres)
+    assert train.classes == ["abseiling", "tying knot (not on a tie)"]  # sorted labels of train.csv
+    assert [(r.video_id, r.label) for r in train.records] == [("abc-_12_000014_000024", 1),
+                                                             ("0347ZoDXyP0_000095_000105", 0)]
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1 and "1 of 3 videos listed in train.csv" in warnings[0] and "takenDown1" in warnings[0]
+    item = train[1]
+    assert item["label"] == 0 and frame_ids(item["clip"]) == [2, 6, 10, 14]
+    val = build_dataset("kinetics700", tmp_path, "val", transform=RAW, sampler=centres)
+    assert val.classes == train.classes and [r.label for r in val.records] == [1]
+    assert val[0]["clip"].shape == (3, 4, 48, 64)
+    test = build_dataset("kinetics", tmp_path, "test", transform=RAW, sampler=centres, frame_template="img_{:05d}.jpg")
+    assert test[0]["label"] == -1 and frame_ids(test[0]["clip"]) == [1, 3, 5, 7]
+    batch = collate_clips([train[0], train[1]])
+    assert batch["clip"].shape == (2, 3, 4, 48, 64)
+
+
+def test_kinetics_errors_name_the_file(tmp_path):
+    write(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\nabseiling,a,0,10,train\n")
+    write(tmp_path / "val.csv", "label,youtube_id,time_start,time_end,split\nsurfing,b,0,10,val\n")
+    (tmp_path / "train").mkdir()
+    (tmp_path / "val").mkdir()
+    with pytest.raises(ValueError, match=r"val.csv:2: label 'surfing' is not a class of .*train.csv"):
+        build_dataset("kinetics600", tmp_path, "val")
+    with pytest.raises(FileNotFoundError, match="test.csv: Kinetics test annotations not found"):
+        build_dataset("kinetics", tmp_path, "test")
+    write(tmp_path / "train.csv", "name,start\nabseiling,0\n")
+    with pytest.raises(ValueError, match=r"train.csv: header .* lacks youtube_id, time_start, time_end"):
+        build_dataset("kinetics", tmp_path, "train")

@@ -133,3 +133,26 @@ def test_run_files_get_the_mode_open_would_give(tmp_path):
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.txt").stat().st_mode) == 0o640
+
+
+def test_find_weights_passes_over_a_corrupt_best_with_a_warning(tmp_path, caplog):
+    import logging
+
+    from vidattn import create_model
+    from vidattn.engine.checkpoint import find_weights
+    from vidattn.models.compat import CheckpointError
+
+    model = create_model("c3d", num_classes=3, num_segments=4, channels=4, pool_output=[1, 2, 2], hidden=[8])
+    export_weights(model, tmp_path / "model_best.safetensors")
+    export_weights(model, tmp_path / "model_last.safetensors")
+    assert find_weights(tmp_path) == tmp_path / "model_best.safetensors"
+    data = (tmp_path / "model_best.safetensors").read_bytes()
+    (tmp_path / "model_best.safetensors").write_bytes(data[: len(data) // 2])  # torn
+    with caplog.at_level(logging.WARNING, logger="vidattn.engine.checkpoint"):
+        assert find_weights(tmp_path) == tmp_path / "model_last.safetensors"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "model_best.safetensors: corrupt or truncated" in lines[0]
+    assert "using model_last.safetensors instead" in lines[0] and "\n" not in lines[0]
+    (tmp_path / "model_last.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=r"no readable weights: .*model_best.*; .*model_last"):
+        find_weights(tmp_path)

@@ -239,3 +239,80 @@ def test_multi_label_list_trains_and_evaluates(tiny_synth, tmp_path):
     extra = {"data.dataset": "list", "data.options": "{multi_class: true, num_classes: 4}"}
     result = run_training(load_config(RECIPE, tiny_overrides(root, tmp_path / "runs", **extra)))
     assert math.isfinite(result.metrics["train_loss"]) and 0 <= result.metrics["val_top1"] <= 100
+
+
+def test_a_corrupt_best_is_said_in_run_json_and_test_falls_back_to_last(tiny_config, caplog):
+    import logging
+
+    from vidattn.engine.checkpoint import load_training_state, save_training_state
+    from vidattn.engine.optim import build_optimizer
+    from vidattn.engine.train import builders
+
+    run = run_training(tiny_config()).run_dir
+    assert json.loads((run / "run.json").read_text())["best_weights"]["status"] == "ok"
+    (run / "model_best.safetensors").write_bytes(b"\x00" * 64)  # bit rot, a bad copy...
+    # the checkpoint's best value cannot be beaten, so epoch 2 does not rewrite model_best itself
+    state = load_training_state(run / "checkpoint.pt")
+    cfg = load_config(run / "config.yaml")
+    model = builders.build_model(cfg)
+    model.load_state_dict(state["model"])
+    optimizer = build_optimizer(model, cfg.optim, fine_tune=False)
+    optimizer.load_state_dict(state["optimizer"])
+    save_training_state(run / "checkpoint.pt", model=model, optimizer=optimizer, epoch=state["epoch"],
+                        step=state["step"], best={**state["best"], "value": 101.0}, config=state["config"],
+                        history=state["history"], rng_per_rank=state["rng"])
+    with caplog.at_level(logging.WARNING):
+        resume_training(run, ["train.epochs=2"])
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "finished"
+    assert info["best_weights"]["status"] == "unreadable"
+    assert "model_best.safetensors" in info["best_weights"]["problem"]
+    assert any("model_best.safetensors" in r.getMessage() and "model_last.safetensors" in r.getMessage()
+               and r.levelno == logging.ERROR for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="vidattn.engine.checkpoint"):
+        ev = run_evaluation(run, split="val", overrides=["train.progress=false"])
+    assert ev.num_samples == 4
+    assert [r.getMessage() for r in caplog.records if "using model_last.safetensors instead" in r.getMessage()]
+
+
+def test_end_of_run_rewrites_a_corrupt_best_from_memory(tiny_config):
+    from vidattn.engine.train import builders, verify_best_weights
+    from vidattn.models.compat import load_weights
+
+    result = run_training(tiny_config())
+    run = result.run_dir
+    best_state = {k: v.clone() for k, v in load_weights(run / "model_best.safetensors")[0].items()}
+    model = builders.build_model(load_config(run / "config.yaml"))
+    # the weights in memory are the best; the file on disk was torn or altered after it was written
+    for damage in (lambda b: b[: len(b) // 3], lambda b: b[:-8] + b"\x7f" * 8):
+        (run / "model_best.safetensors").write_bytes(damage((run / "model_best.safetensors").read_bytes()))
+        check = verify_best_weights(run, model, result.best, best_state)
+        assert check["status"] == "rewritten" and "model_best.safetensors" in check["problem"]
+        again = load_weights(run / "model_best.safetensors")[0]
+        assert all(torch.equal(again[k], best_state[k]) for k in best_state)
+    assert verify_best_weights(run, model, result.best, best_state)["status"] == "ok"
+
+
+def test_fine_tuning_to_a_new_class_count_is_a_documented_switch(tiny_config):
+    from vidattn.engine.train import builders
+    from vidattn.models.compat import CheckpointError
+
+    weights = run_training(tiny_config()).run_dir / "model_last.safetensors"  # 4 classes
+    strict = tiny_config(**{"model.pretrained": str(weights), "data.num_classes": 5, "train.run_name": "ft"})
+    assert strict.model.pretrained_strict is True
+    with pytest.raises(CheckpointError, match=r"head.*model.pretrained_strict=false"):
+        builders.build_model(strict)
+    tuned = builders.build_model(tiny_config(**{"model.pretrained": str(weights), "data.num_classes": 5,
+                                                "model.pretrained_strict": "false"}))
+    backbone = {k: v for k, v in load_file(weights).items() if not k.startswith("head.")}
+    state = tuned.state_dict()
+    assert backbone and all(torch.equal(state[k], v) for k, v in backbone.items())
+    assert tuned(torch.zeros(1, 3, 4, 32, 32)).shape == (1, 5)
+    # the older spelling keeps working
+    opts = "{channels: 8, pool_output: [2, 4, 4], hidden: [32], pretrained_strict: false}"
+    old = builders.build_model(tiny_config(**{"model.pretrained": str(weights), "data.num_classes": 5,
+                                              "model.options": opts}))
+    assert all(torch.equal(old.state_dict()[k], v) for k, v in backbone.items())
+    with pytest.raises(ValueError, match="model.pretrained_strict"):
+        tiny_config(**{"model.pretrained_strict": "sometimes"})

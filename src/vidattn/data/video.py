@@ -307,7 +307,8 @@ class FrameFolderReader(VideoReader):
             pattern = _template_regex(self.template)
             num_frames = sum(1 for n in names if pattern.fullmatch(n))
         if num_frames <= 0:
-            raise VideoError(self.path, f"no frames matching {self.template!r}")
+            raise VideoError(self.path, f"no frames matching {self.template!r} (other file names need a frame "
+                             "template, e.g. 'img_{:05d}.jpg' or 'img_%05d.jpg')")
         for i in range(num_frames):
             name = self.template.format(start_index + i)
             if name not in names:

@@ -44,12 +44,16 @@ def build_model(cfg: Config) -> nn.Module:
             f"model.pretrained: {cfg.model.pretrained} not found; put the ImageNet weights there (see "
             "docs/training.md) or train from scratch with model.pretrained=null"
         )
+    options = dict(cfg.model.options)
+    # model.pretrained_strict, or the older model.options.pretrained_strict: False from either wins
+    strict = bool(cfg.model.pretrained_strict) and bool(options.pop("pretrained_strict", True))
     return create_model(
         cfg.model.name,
         num_classes=cfg.data.num_classes,
         num_segments=cfg.data.num_segments,
         pretrained=cfg.model.pretrained,
-        **cfg.model.options,
+        pretrained_strict=strict,
+        **options,
     )
 
 

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidattn.models.compat import chmod_like_open, save_weights
-from vidattn.runs import BEST_WEIGHTS, CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS, find_weights
+from vidattn.models.compat import chmod_like_open, find_weights, save_weights, weights_problem
+from vidattn.runs import BEST_WEIGHTS, CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS
 
 __all__ = [
     "CHECKPOINT",
@@ -52,6 +52,7 @@ __all__ = [
     "load_training_state",
     "export_weights",
     "find_weights",
+    "weights_problem",
 ]
 
 logger = logging.getLogger(__name__)

@@ -221,7 +221,9 @@ def _resolve_source(
     weights = find_weights(p)
     if config is None:
         if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{source}: no {CONFIG_FILE} beside the weights; pass a config")
+            raise FileNotFoundError(f"{source}: no {CONFIG_FILE} beside the weights to say what data to evaluate "
+                                    "on; pass the recipe: vidattn test WEIGHTS --config RECIPE.yaml "
+                                    "(run_evaluation(..., config=load_config(RECIPE.yaml)))")
         # overrides before validation: a CUDA run's config is evaluated on a CPU machine with train.device=cpu
         return weights, load_config(run_dir / CONFIG_FILE, overrides), run_dir
     if overrides:

@@ -45,6 +45,7 @@ from vidattn.engine.checkpoint import (
     restore_rng_state,
     save_training_state,
     unwrap,
+    weights_problem,
 )
 from vidattn.engine.distill import feature_mimic_loss, load_teacher, teacher_from_run_dir
 from vidattn.engine.distributed import (
@@ -420,6 +421,7 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
         scaler = torch.amp.GradScaler(info.device.type, enabled=info.device.type == "cuda")
 
     start_epoch, step, best = 0, 0, {"metric": cfg.train.best_metric, "value": -math.inf, "epoch": 0}
+    kept = _BestKept()  # rank 0: a CPU copy of the best weights, to repair a model_best that does not read back
     log = MetricsLog(run_dir / "metrics.csv")
     if resume_dir is not None:
         state = load_training_state(run_dir / CHECKPOINT)
@@ -430,6 +432,8 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
         start_epoch, step, best = state["epoch"], state["step"], state["best"] or best
         log = MetricsLog(run_dir / "metrics.csv", state.get("history", []))
         logger.info("resuming %s after epoch %d (step %d)", run_dir, start_epoch, step)
+        if info.is_main:
+            kept.best_state = _read_best(run_dir, best)
 
     train_model: nn.Module = model
     if info.distributed:
@@ -504,7 +508,8 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
             metrics = row
             rngs = all_gather(capture_rng_state())
             if info.is_main:
-                best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb, rngs)
+                best = _end_of_epoch(run_dir, cfg, model, optimizer, scaler, epoch, step, best, row, log, tb, rngs,
+                                     kept)
             barrier()
     except NonFiniteLossError as err:
         kept = _kept(run_dir)
@@ -521,7 +526,8 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     finally:
         tb.close()
     if info.is_main:
-        _write_run_json(run_dir, cfg, info, metrics, best, status="finished")
+        check = verify_best_weights(run_dir, model, best, kept.best_state)
+        _write_run_json(run_dir, cfg, info, metrics, best, status="finished", best_weights=check)
     barrier()  # every rank returns after the run directory is complete
     return RunResult(run_dir=run_dir, metrics=metrics, best=best, epochs=cfg.train.epochs)
 
@@ -551,6 +557,7 @@ def _end_of_epoch(
     log: MetricsLog,
     tb: TBWriter,
     rngs: list[dict[str, Any]],
+    kept: _BestKept | None = None,
 ) -> dict[str, Any]:
     """Rank 0: weights, then checkpoint.pt (the commit point), then metrics.csv, curves.png, TensorBoard.
 
@@ -562,6 +569,8 @@ def _end_of_epoch(
     if math.isfinite(value) and value > best["value"]:
         if export_weights(model, run_dir / BEST_WEIGHTS) is not None:
             best = {"metric": key, "value": value, "epoch": epoch + 1}
+            if kept is not None:
+                kept.best_state = _cpu_state(model)
     export_weights(model, run_dir / LAST_WEIGHTS)
     save_training_state(
         run_dir / CHECKPOINT,
@@ -586,8 +595,76 @@ def _end_of_epoch(
     return best
 
 
+@dataclass
+class _BestKept:
+    #: the weights last written to model_best.safetensors (rank 0, on the CPU), or None
+    best_state: dict[str, Tensor] | None = None
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in unwrap(model).state_dict().items()}
+
+
+def _read_best(run_dir: Path, best: dict[str, Any]) -> dict[str, Tensor] | None:
+    """Resume: the best weights into memory, so a model_best that later fails to read back can be rewritten."""
+    from vidattn.models.compat import CheckpointError, load_weights
+
+    path = run_dir / BEST_WEIGHTS
+    if not best.get("epoch") or not path.is_file():
+        return None
+    try:
+        # copies: safetensors' tensors may map the file, and a file truncated in place would crash their reader
+        return {k: v.clone() for k, v in load_weights(path)[0].items()}
+    except CheckpointError as err:
+        logger.warning("%s; the best epoch's weights (epoch %s) are lost, model_last.safetensors will serve "
+                       "for evaluation unless a later epoch is better", err, best["epoch"])
+        return None
+
+
+def verify_best_weights(
+    run_dir: Path, model: nn.Module, best: dict[str, Any], best_state: dict[str, Tensor] | None
+) -> dict[str, Any]:
+    """End of a run: read ``model_best.safetensors`` back (and compare it with the copy in memory).
+
+    A file that does not read back, or differs from the weights written, is rewritten from ``best_state``
+    when there is one; otherwise the problem is logged. Returns what ``run.json`` records as ``best_weights``:
+    ``{"file", "status": "ok" | "rewritten" | "unreadable" | "none", "problem"?}``."""
+    path = run_dir / BEST_WEIGHTS
+    if not best.get("epoch"):
+        return {"file": path.name, "status": "none"}
+    from vidattn.models.compat import CheckpointError, load_weights
+
+    try:
+        on_disk, problem = load_weights(path)[0], None
+    except CheckpointError as err:
+        on_disk, problem = {}, str(err)
+    if problem is None and best_state is not None:
+        if on_disk.keys() != best_state.keys() or not all(torch.equal(on_disk[k], best_state[k]) for k in on_disk):
+            problem = f"{path}: holds other values than the best epoch's weights written"
+    del on_disk
+    if problem is None:
+        return {"file": path.name, "status": "ok"}
+    if best_state is not None:
+        import copy
+
+        best_model = copy.deepcopy(unwrap(model)).cpu()
+        best_model.load_state_dict(best_state)
+        if export_weights(best_model, path) is not None and weights_problem(path) is None:
+            logger.warning("%s; rewritten from the best epoch's weights in memory (epoch %s)", problem, best["epoch"])
+            return {"file": path.name, "status": "rewritten", "problem": problem}
+    logger.error("%s; the best epoch's weights (epoch %s) are lost: `vidattn test` uses %s instead",
+                 problem, best["epoch"], LAST_WEIGHTS)
+    return {"file": path.name, "status": "unreadable", "problem": problem}
+
+
 def _write_run_json(
-    run_dir: Path, cfg: Config, info: DistInfo, metrics: dict[str, float], best: dict[str, Any], status: str
+    run_dir: Path,
+    cfg: Config,
+    info: DistInfo,
+    metrics: dict[str, float],
+    best: dict[str, Any],
+    status: str,
+    **extra: Any,  # noqa: ANN401 - JSON-serialisable values
 ) -> None:
     write_run_json(
         run_dir / "run.json",
@@ -600,4 +677,5 @@ def _write_run_json(
         final_metrics=metrics,
         best=best,
         target=config_to_dict(cfg)["target"],
+        **extra,
     )

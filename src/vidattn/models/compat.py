@@ -38,6 +38,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from vidattn.runs import BEST_WEIGHTS, LAST_WEIGHTS
+
 logger = logging.getLogger(__name__)
 
 FORMATS = ("vidattn", "imagenet", "tsm_official", "mmaction2")
@@ -118,6 +120,41 @@ def chmod_like_open(path: str | os.PathLike) -> None:
         umask = os.umask(0o022)
         os.umask(umask)
     os.chmod(path, 0o666 & ~umask)
+
+
+def weights_problem(path: str | Path) -> str | None:
+    """Why the weights file at ``path`` cannot be read back (``None``: it reads): a missing, empty, torn or
+    corrupt file, metadata that is not JSON, no tensors."""
+    try:
+        load_weights(path)
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
+def find_weights(run_or_file: str | Path, prefer: str = "best") -> Path:
+    """Weights file of a run directory (``model_best`` then ``model_last``), or the file itself.
+
+    A run's preferred file that does not read back (torn, corrupt) is passed over for the other one with
+    a one-line warning naming it; if neither reads, a ``CheckpointError`` names both."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such run directory or weights file")
+    order = [BEST_WEIGHTS, LAST_WEIGHTS] if prefer == "best" else [LAST_WEIGHTS, BEST_WEIGHTS]
+    present = [p / name for name in order if (p / name).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{p}: run directory has neither {BEST_WEIGHTS} nor {LAST_WEIGHTS}")
+    problems = []
+    for path in present:
+        problem = weights_problem(path)
+        if problem is None:
+            if problems:
+                logger.warning("%s; using %s instead", problems[0], path.name)
+            return path
+        problems.append(problem)
+    raise CheckpointError(f"{p}: no readable weights: {'; '.join(problems)}")
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
@@ -401,7 +438,8 @@ def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str, stric
         if required_missing:
             parts.append(f"missing from the file: {_few(required_missing)}")
         raise CheckpointError(f"{source} ({fmt}) does not fit {_model_name(model)}: {'; '.join(parts)}. "
-                              "Pass pretrained_strict=False (load_pretrained(..., strict=False)) to load "
+                              "Pass pretrained_strict=False (recipe: model.pretrained_strict=false; "
+                              "load_pretrained(..., strict=False)) to load "
                               "everything but these, e.g. to fine-tune with a new classifier")
     if not report.loaded:
         raise CheckpointError(f"{source} ({fmt}): no tensor of the file fits {_model_name(model)}")
