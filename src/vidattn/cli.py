@@ -11,6 +11,8 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
+from vidattn.runtime import request_tuned_allocator
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
 
@@ -205,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="debug logging (VIDATTN_DEBUG=1 shows full tracebacks)")
+    parser.add_argument("--tune-allocator", action="store_true",
+                        help="let glibc's malloc keep large freed blocks for reuse in this process and its "
+                             "children (faster CPU training and inference; same as VIDATTN_CPU_ALLOCATOR=tuned; "
+                             "see docs/performance.md)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("list-models", help="list registered model names")
@@ -342,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *overrides]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.tune_allocator:
+        request_tuned_allocator()  # the process opts in; library calls never do it on their own
     if os.environ.get("VIDATTN_DEBUG", "") not in ("", "0"):
         return _COMMANDS[args.command](args)  # full tracebacks
     try:

@@ -12,7 +12,8 @@ the convs):
   pick their NHWC kernels; the recognizer then folds clips into channels-last frames directly.
 - compile: `torch.compile` with inductor freezing (constant-folded BN, weights pre-packed), off by default
   (the first call compiles for tens of seconds).
-On CPU the Predictor also tunes glibc's allocator for the process (`vidattn.runtime`).
+On CPU the Predictor tunes glibc's allocator only if the process opted in (`VIDATTN_CPU_ALLOCATOR=tuned`,
+`vidattn --tune-allocator`; `vidattn.runtime`).
 `describe()` says what was picked and why. Same top-1 in every precision; bf16 logits are within a few 1e-2
 of fp32 (tests/test_inference.py measures it).
 """
@@ -29,8 +30,11 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from vidattn.runtime import tune_cpu_allocator
+from vidattn.models import build_from_weights
+from vidattn.models.compat import find_weights
+from vidattn.runtime import apply_requested_cpu_settings
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +149,6 @@ def fold_batchnorm(model: nn.Module) -> int:
     `convK`/`bnK` and `X_conv`/`X_bn` (blocks, stems, CBAM, non-local), and a conv followed by a BatchNorm in an
     `nn.Sequential` (downsample branches). Pairs in training mode (e.g. partial BN) are left alone.
     """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     convs, norms = (nn.Conv2d, nn.Conv3d), (nn.BatchNorm2d, nn.BatchNorm3d)
     folded = 0
     for parent in list(model.modules()):
@@ -183,7 +185,8 @@ class Predictor:
             done.append(f"batchnorm: {fold_batchnorm(model)} layers folded into their convs")
         if plan.device.type == "cpu":
             done.append("allocator: " + ("glibc malloc keeps large freed blocks (vidattn.runtime)"
-                                         if tune_cpu_allocator() else "system default"))
+                                         if apply_requested_cpu_settings() else
+                                         "system default (opt in: VIDATTN_CPU_ALLOCATOR=tuned)"))
         self.plan = dataclasses.replace(plan, reasons=(*plan.reasons, *done))
         if self.plan.channels_last:
             to_channels_last(model)
@@ -229,10 +232,5 @@ def load_predictor(weights: str | Path, device: str | torch.device = "auto", pre
                    channels_last: bool | str = "auto", compile: bool = False, fold_bn: bool = True) -> Predictor:
     """A `Predictor` for a safetensors file written by `vidattn.models.save_weights`, or for a training run
     directory (its best, else last, weights)."""
-    from vidattn.models import build_from_weights
-
-    if Path(weights).is_dir():
-        from vidattn.engine.checkpoint import find_weights
-
-        weights = find_weights(weights)
+    weights = find_weights(weights) if Path(weights).is_dir() else weights
     return Predictor(build_from_weights(weights), device, precision, channels_last, compile, fold_bn)

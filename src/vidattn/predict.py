@@ -32,9 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vidattn.data import open_video
+from vidattn.data import VideoError, open_video
 from vidattn.data.sampling import consecutive_test_indices, tsn_test_indices
 from vidattn.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform, build_test_transform
+from vidattn.models import build_from_weights
+from vidattn.models.compat import find_weights
 
 logger = logging.getLogger(__name__)
 
@@ -98,13 +100,8 @@ def load_model(model_or_weights: nn.Module | PathLike, device: str | torch.devic
     """
     if isinstance(model_or_weights, nn.Module):
         return model_or_weights.to(device).eval(), None
-    from vidattn.models.compat import build_from_weights
-
     path = Path(model_or_weights)
-    if path.is_dir():
-        from vidattn.engine.checkpoint import find_weights
-
-        path = find_weights(path)
+    path = find_weights(path) if path.is_dir() else path
     return build_from_weights(path).to(device).eval(), path
 
 
@@ -286,8 +283,6 @@ def predict_videos(
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-    from vidattn.data import VideoError
-
     model, weights = load_model(model_or_weights, device)
     spec = spec or input_spec(model, weights, size=size)
     names = resolve_class_names(model, class_names, weights)

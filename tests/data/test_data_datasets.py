@@ -226,7 +226,7 @@ def test_mmaction_list_files_video_and_frames(tmp_path, media):
     with pytest.raises(ValueError, match=r"bad.txt:1: cannot parse"):
         ListDataset(tmp_path, list_file=tmp_path / "bad.txt")
     with pytest.raises(ValueError, match="unknown dataset"):
-        build_dataset("kinetics", tmp_path)
+        build_dataset("no_such_dataset", tmp_path)
 
 
 def test_multi_view_test_output(media, tmp_path):

@@ -15,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vidattn.models import create_model
+from vidattn.models import build_from_weights, create_model
 from vidattn.models.compat import (
     CheckpointError,
-    build_from_weights,
     detect_format,
     inflate_2d_to_3d,
     load_pretrained,

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from vidattn.predict import (
     InputSpec,
+    default_font,
     input_spec,
     load_clip,
     load_model,
@@ -273,7 +274,6 @@ def _scalar_mappable(cmap: str, norm: Any) -> Any:
 def _panel_label(panel: np.ndarray, text: str, strip: int) -> np.ndarray:
     from PIL import Image, ImageDraw
 
-    from vidattn.predict import default_font
 
     img = Image.new("RGB", (panel.shape[1], panel.shape[0] + strip), (20, 20, 20))
     img.paste(Image.fromarray(panel), (0, strip))

@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vidattn.data.video import VideoError
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".webm", ".mkv", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv")
@@ -97,8 +99,6 @@ def _decode_into(video: Path, folder: Path, short_side: int | None, quality: int
                  start_index: int) -> int:
     import av
 
-    from vidattn.data.video import VideoError
-
     count = 0
     try:
         with av.open(str(video), metadata_errors="ignore") as container:
@@ -125,8 +125,6 @@ def _decode_into(video: Path, folder: Path, short_side: int | None, quality: int
 
 def _extract_one(args: tuple) -> tuple[str, int | None, str | None]:
     video, folder, *rest = args
-    from vidattn.data.video import VideoError
-
     try:
         return str(video), extract_video(video, folder, *rest), None
     except (VideoError, OSError) as e:

@@ -11,14 +11,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from vidattn.config import Config
+from vidattn.data import build_dataset as data_build_dataset
+from vidattn.data import collate_clips
+from vidattn.data.sampling import build_sampler
+from vidattn.data.transforms import build_test_transform, build_train_transform
 from vidattn.engine.distributed import DistInfo, ShardSampler
+from vidattn.models import CheckpointError, build_from_weights, create_model
 
 __all__ = [
     "build_model",
@@ -35,8 +39,6 @@ logger = logging.getLogger(__name__)
 
 def build_model(cfg: Config) -> nn.Module:
     """``create_model`` from ``cfg.model`` with the dataset's classes and segments."""
-    from vidattn import create_model
-
     if cfg.model.pretrained is not None and not Path(cfg.model.pretrained).is_file():
         raise FileNotFoundError(
             f"model.pretrained: {cfg.model.pretrained} not found; put the ImageNet weights there (see "
@@ -57,16 +59,12 @@ def build_model(cfg: Config) -> nn.Module:
 
 def build_model_from_weights(path: str | Path, cfg: Config | None = None) -> nn.Module:
     """Rebuild a model from our safetensors (its embedded config), else from ``cfg`` + the weights."""
-    from vidattn.models.compat import CheckpointError, build_from_weights
-
     try:
         return build_from_weights(path)
     except CheckpointError as err:
         if cfg is None:
             raise
         logger.info("%s has no usable vidattn_config (%s); building %s from the config", path, err, cfg.model.name)
-    from vidattn import create_model
-
     return create_model(
         cfg.model.name,
         num_classes=cfg.data.num_classes,
@@ -86,10 +84,6 @@ def build_dataset(cfg: Config, split: str, *, train: bool, views: bool = False) 
     ``train``: random sampling + augmentation. ``views``: the ``cfg.eval`` test views (clips x crops,
     full resolution); otherwise validation uses 1 clip, centre crop (the papers' default).
     """
-    from vidattn.data import build_dataset as data_build_dataset
-    from vidattn.data.sampling import build_sampler
-    from vidattn.data.transforms import build_test_transform, build_train_transform
-
     d = cfg.data
     clips = cfg.eval.clips if views else 1
     sampler = build_sampler(d.sampling, d.num_segments, train=train, stride=d.stride, num_clips=clips)
@@ -122,12 +116,6 @@ def build_dataset(cfg: Config, split: str, *, train: bool, views: bool = False) 
     return dataset
 
 
-def _collate() -> Callable[..., Any]:
-    from vidattn.data import collate_clips
-
-    return collate_clips
-
-
 def build_train_loader(
     cfg: Config, info: DistInfo, worker_init_fn: Callable[[int], None] | None = None
 ) -> tuple[DataLoader, DistributedSampler]:
@@ -144,7 +132,7 @@ def build_train_loader(
         batch_size=cfg.data.batch_size,
         sampler=sampler,
         num_workers=cfg.data.num_workers,
-        collate_fn=_collate(),
+        collate_fn=collate_clips,
         pin_memory=info.device.type == "cuda",
         # a last batch of one clip breaks BatchNorm statistics; keep it only if it is all we have
         drop_last=per_rank > cfg.data.batch_size,
@@ -176,7 +164,7 @@ def build_eval_loader(cfg: Config, split: str, info: DistInfo, views: bool = Fal
         batch_size=batch,
         sampler=ShardSampler(len(dataset), info.rank, info.world_size),
         num_workers=cfg.data.num_workers,
-        collate_fn=_collate(),
+        collate_fn=collate_clips,
         pin_memory=info.device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),  # never draw from the global RNG
         prefetch_factor=cfg.data.prefetch_factor if cfg.data.num_workers > 0 else None,

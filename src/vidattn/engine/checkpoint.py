@@ -32,6 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from vidattn.models.compat import chmod_like_open, find_weights, save_weights, weights_problem
+from vidattn.runs import BEST_WEIGHTS, CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS
+
 __all__ = [
     "CHECKPOINT",
     "LAST_WEIGHTS",
@@ -54,10 +57,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-LAST_WEIGHTS = "model_last.safetensors"
-BEST_WEIGHTS = "model_best.safetensors"
-CONFIG_FILE = "config.yaml"
+# the run-directory layout lives in vidattn.runs (below every layer); re-exported here
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -67,8 +67,6 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    from vidattn.models.compat import chmod_like_open
-
     try:
         write(tmp_path)
         chmod_like_open(tmp_path)  # run files are 0644 (with the usual umask), not mkstemp's 0600
@@ -244,58 +242,4 @@ def export_weights(model: nn.Module, path: str | Path) -> Path | None:
     if not all_finite(model):
         logger.error("model has non-finite parameters: not exporting %s", path)
         return None
-    return atomic_write(path, lambda p: _save_safetensors(model, p))
-
-
-def _save_safetensors(model: nn.Module, path: Path) -> None:
-    try:
-        from vidattn.models.compat import save_weights
-    except ImportError:  # models package without the compat module: plain safetensors
-        save_weights = None
-    if save_weights is not None:
-        save_weights(model, path)
-        return
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"vidattn_config": json.dumps(getattr(model, "vidattn_config", {}))}
-    save_file(tensors, str(path), metadata=meta)
-
-
-def weights_problem(path: str | Path) -> str | None:
-    """Why the weights file at ``path`` cannot be read back (``None``: it reads): a missing, empty, torn or
-    corrupt file, metadata that is not JSON, no tensors."""
-    from vidattn.models.compat import CheckpointError, load_weights
-
-    try:
-        load_weights(path)
-    except CheckpointError as err:
-        return str(err)
-    return None
-
-
-def find_weights(run_or_file: str | Path, prefer: str = "best") -> Path:
-    """Weights file of a run directory (``model_best`` then ``model_last``), or the file itself.
-
-    A run's preferred file that does not read back (torn, corrupt) is passed over for the other one with
-    a one-line warning naming it; if neither reads, a ``CheckpointError`` names both."""
-    from vidattn.models.compat import CheckpointError
-
-    p = Path(run_or_file)
-    if p.is_file():
-        return p
-    if not p.is_dir():
-        raise FileNotFoundError(f"{p}: no such run directory or weights file")
-    order = [BEST_WEIGHTS, LAST_WEIGHTS] if prefer == "best" else [LAST_WEIGHTS, BEST_WEIGHTS]
-    present = [p / name for name in order if (p / name).is_file()]
-    if not present:
-        raise FileNotFoundError(f"{p}: run directory has neither {BEST_WEIGHTS} nor {LAST_WEIGHTS}")
-    problems = []
-    for path in present:
-        problem = weights_problem(path)
-        if problem is None:
-            if problems:
-                logger.warning("%s; using %s instead", problems[0], path.name)
-            return path
-        problems.append(problem)
-    raise CheckpointError(f"{p}: no readable weights: {'; '.join(problems)}")
+    return atomic_write(path, lambda p: save_weights(model, p))

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from vidattn.engine.checkpoint import find_weights
+from vidattn.models import build_from_weights
 
 __all__ = ["teacher_from_run_dir", "load_teacher", "feature_mimic_loss", "frames_view"]
 
@@ -40,8 +41,6 @@ def load_teacher(source: str | Path, device: torch.device, student: nn.Module | 
 
     If ``student`` is given, the teacher must have the same architecture (eq. 9 needs matching features).
     """
-    from vidattn.models.compat import build_from_weights
-
     path = teacher_from_run_dir(source)
     teacher = build_from_weights(path)
     if student is not None:

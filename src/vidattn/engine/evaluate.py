@@ -25,8 +25,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vidattn.config import Config, load_config
+from vidattn.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
 from vidattn.engine import metrics as M
+from vidattn.engine.builders import build_eval_loader, build_model_from_weights, class_names
 from vidattn.engine.checkpoint import CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS, atomic_write_text, find_weights
 from vidattn.engine.distributed import (
     DistInfo,
@@ -37,7 +38,8 @@ from vidattn.engine.distributed import (
     init_distributed,
 )
 from vidattn.engine.submission import write_epic_submission, write_something_predictions
-from vidattn.runtime import tune_cpu_allocator
+from vidattn.models.compute import count_macs
+from vidattn.runtime import apply_requested_cpu_settings
 
 __all__ = [
     "EvalResult",
@@ -199,13 +201,8 @@ def evaluate(
     return metrics, records, cms
 
 
-def macs_per_view(model: nn.Module, input_shape: tuple[int, ...]) -> float | None:
-    """Multiply-accumulates of one view (1 clip x 1 crop) via ``vidattn.analysis.flops.count_macs``."""
-    try:
-        from vidattn.analysis.flops import count_macs
-    except ImportError:
-        logger.info("vidattn.analysis.flops not available: MACs not reported")
-        return None
+def macs_per_view(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """Multiply-accumulates of one view (1 clip x 1 crop) via ``vidattn.models.compute.count_macs``."""
     return float(count_macs(model, input_shape).macs)
 
 
@@ -230,8 +227,6 @@ def _resolve_source(
         # overrides before validation: a CUDA run's config is evaluated on a CPU machine with train.device=cpu
         return weights, load_config(run_dir / CONFIG_FILE, overrides), run_dir
     if overrides:
-        from vidattn.config import apply_overrides, config_from_dict, config_to_dict
-
         config = config_from_dict(apply_overrides(config_to_dict(config), list(overrides)), "overrides")
     return weights, config, run_dir
 
@@ -259,14 +254,12 @@ def run_evaluation(
     ``predictions.csv``) into ``output_dir`` (default ``RUN_DIR/eval-{split}-{views}``). Runs under
     torchrun too (sharded, gathered once).
     """
-    from vidattn.engine.builders import build_eval_loader, build_model_from_weights, class_names
-
     weights, cfg, run_dir = _resolve_source(source, config, overrides)
     info: DistInfo = init_distributed(cfg.train.device)
     try:
         model = build_model_from_weights(weights, cfg).to(info.device)
         if info.device.type == "cpu":
-            tune_cpu_allocator()
+            apply_requested_cpu_settings()  # only if the process opted in
         loader, dataset = build_eval_loader(cfg, split, info, views=True)
         metrics, records, cms = evaluate(
             model,

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 
+import vidattn
 from vidattn.engine.checkpoint import atomic_write_text
 
 __all__ = ["MetricsLog", "read_metrics_csv", "plot_curves", "versions", "write_run_json", "TBWriter"]
@@ -89,10 +91,6 @@ def plot_curves(rows: list[dict[str, float]], path: str | Path, title: str = "")
 
 def versions() -> dict[str, str]:
     """Versions of the things that change numbers."""
-    import numpy
-
-    import vidattn
-
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),

@@ -61,7 +61,8 @@ from vidattn.engine.distributed import (
 from vidattn.engine.evaluate import autocast_context, evaluate
 from vidattn.engine.optim import LRSchedule, build_optimizer, build_schedule, lr_at, set_lr
 from vidattn.engine.run_log import MetricsLog, TBWriter, plot_curves, write_run_json
-from vidattn.runtime import tune_cpu_allocator
+from vidattn.inference import to_channels_last
+from vidattn.runtime import apply_requested_cpu_settings
 
 __all__ = [
     "RunResult",
@@ -394,12 +395,10 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
     if cfg.train.partial_bn:
         logger.info("partial BN: %d BatchNorm layers frozen", apply_partial_bn(model))
     if cfg.train.channels_last:
-        from vidattn.inference import to_channels_last
-
         model = to_channels_last(model)  # per conv: nn.Module.to refuses models mixing 1D/2D/3D convs (W3)
     model.to(info.device)
     if info.device.type == "cpu":
-        tune_cpu_allocator()
+        apply_requested_cpu_settings()  # only if the process opted in
     teacher = load_teacher(cfg.distill.teacher, info.device, model) if cfg.distill.teacher else None
 
     train_loader, train_sampler = builders.build_train_loader(cfg, info, seed_worker)

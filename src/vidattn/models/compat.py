@@ -1,8 +1,8 @@
 """Checkpoint compatibility: our weights files, and pretrained weights in other libraries' layouts.
 
-- `save_weights` / `load_weights` / `build_from_weights`: our format, a safetensors file whose metadata
+- `save_weights` / `load_weights`: our format, a safetensors file whose metadata
   records how the model was built (`model.vidattn_config`, set by `create_model`), so the file alone
-  rebuilds the model.
+  rebuilds the model (`vidattn.models.build_from_weights`, in `registry.py`).
 - `load_pretrained` (what `create_model(..., pretrained=path)` calls): reads our files and foreign
   `.pth` / `.pt` / `.pth.tar` files, detects the layout from the keys (`detect_format`), renames the keys
   to ours (`convert_state_dict`) and loads them, reporting what was loaded, skipped and missing.
@@ -34,7 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
+
+from vidattn.runs import BEST_WEIGHTS, LAST_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +84,6 @@ def save_weights(model: nn.Module, path: str | Path) -> Path:
     `build_from_weights(path)` can rebuild the model. Tensors are saved as contiguous copies, so shared or
     non-contiguous tensors are fine. Returns the path written.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     metadata = {"format": "vidattn"}
@@ -120,6 +122,41 @@ def chmod_like_open(path: str | os.PathLike) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
+def weights_problem(path: str | Path) -> str | None:
+    """Why the weights file at ``path`` cannot be read back (``None``: it reads): a missing, empty, torn or
+    corrupt file, metadata that is not JSON, no tensors."""
+    try:
+        load_weights(path)
+    except CheckpointError as err:
+        return str(err)
+    return None
+
+
+def find_weights(run_or_file: str | Path, prefer: str = "best") -> Path:
+    """Weights file of a run directory (``model_best`` then ``model_last``), or the file itself.
+
+    A run's preferred file that does not read back (torn, corrupt) is passed over for the other one with
+    a one-line warning naming it; if neither reads, a ``CheckpointError`` names both."""
+    p = Path(run_or_file)
+    if p.is_file():
+        return p
+    if not p.is_dir():
+        raise FileNotFoundError(f"{p}: no such run directory or weights file")
+    order = [BEST_WEIGHTS, LAST_WEIGHTS] if prefer == "best" else [LAST_WEIGHTS, BEST_WEIGHTS]
+    present = [p / name for name in order if (p / name).is_file()]
+    if not present:
+        raise FileNotFoundError(f"{p}: run directory has neither {BEST_WEIGHTS} nor {LAST_WEIGHTS}")
+    problems = []
+    for path in present:
+        problem = weights_problem(path)
+        if problem is None:
+            if problems:
+                logger.warning("%s; using %s instead", problems[0], path.name)
+            return path
+        problems.append(problem)
+    raise CheckpointError(f"{p}: no readable weights: {'; '.join(problems)}")
+
+
 def load_weights(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
     """Read a checkpoint: `(state_dict, config)`; `config` is our model config, or None for foreign files.
 
@@ -150,14 +187,12 @@ def _is_safetensors(path: Path) -> bool:
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as e:  # safetensors raises its own error types for truncated or corrupt files
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({first_line(e)})") from None
     config = None
     if "vidattn_config" in meta:
         try:
@@ -181,7 +216,7 @@ def _torch_load(path: Path) -> Any:
                               "tensor checkpoints are loaded (see docs/checkpoints.md)") from None
     except Exception as e:  # EOFError, RuntimeError (zip), KeyError (bad magic) ... for broken files
         raise CheckpointError(f"{path}: not a readable checkpoint, corrupt or truncated "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
+                              f"({type(e).__name__}: {first_line(e)})") from None
 
 
 def _unsafe_detail(path: Path, error: Exception) -> str:
@@ -199,7 +234,7 @@ def _unsafe_detail(path: Path, error: Exception) -> str:
     return match.group(1).strip() if match else "unsupported pickle content"
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0][:200] if text else "no details"
 
@@ -356,10 +391,12 @@ def load_pretrained(model: nn.Module, path: str | Path, strict: bool = True) -> 
     (classifier, temporal/attention/non-local modules, AFR), but a missing backbone tensor is an error.
     """
     state, _ = load_weights(path)
-    return _load_state(model, state, str(path), strict)
+    return load_state(model, state, str(path), strict)
 
 
-def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool) -> LoadReport:
+def load_state(model: nn.Module, state: Mapping[str, Tensor], source: str, strict: bool) -> LoadReport:
+    """Load a state dict read by `load_weights` (any supported layout) into `model`, as `load_pretrained`
+    does; `source` names it in messages."""
     try:
         fmt = detect_format(state)
         converted = convert_state_dict(state, model, fmt)
@@ -437,40 +474,3 @@ def _few(items: list[str], n: int = _SHOW) -> str:
 def _model_name(model: nn.Module) -> str:
     config = getattr(model, "vidattn_config", None)
     return config["name"] if isinstance(config, dict) and "name" in config else type(model).__name__
-
-
-def build_from_weights(path: str | Path) -> nn.Module:
-    """Rebuild the model saved by `save_weights(model, path)` and load its weights (strictly).
-
-    The model is returned in training mode, as `create_model` returns it; call `.eval()` for inference.
-    """
-    from vidattn.models.registry import create_model
-
-    state, config = load_weights(path)
-    if not config or "name" not in config:
-        raise CheckpointError(f"{path}: has no vidattn model config (not written by save_weights); use "
-                              "create_model(name, pretrained=path) instead")
-    kwargs = {"num_classes": config.get("num_classes"), "num_segments": config.get("num_segments"),
-              **(config.get("options") or {})}
-    _check_planned_size(path, config["name"], kwargs, sum(t.numel() for t in state.values()))
-    model = create_model(config["name"], **kwargs)
-    _load_state(model, state, str(path), strict=True)
-    return model
-
-
-def _check_planned_size(path: str | Path, name: str, kwargs: dict[str, Any], file_numel: int) -> None:
-    """The metadata is untrusted input: build the model it describes on the meta device (no memory) and
-    refuse it if it would hold far more values than the file carries (it could not load strictly anyway)."""
-    from vidattn.models.registry import create_model
-
-    try:
-        with torch.device("meta"):
-            planned = create_model(name, **kwargs)
-        numel = sum(t.numel() for t in planned.state_dict().values())
-    except Exception as e:  # noqa: BLE001 - any failure means the metadata does not describe a model we build
-        raise CheckpointError(f"{path}: its vidattn_config metadata does not describe a buildable model "
-                              f"({type(e).__name__}: {_first_line(e)})") from None
-    if numel > 2 * file_numel + 1_000_000:
-        raise CheckpointError(f"{path}: its vidattn_config metadata asks for a {name} of {numel / 1e6:,.1f} M values "
-                              f"({', '.join(f'{k}={v}' for k, v in kwargs.items())}) but the file holds "
-                              f"{file_numel / 1e6:,.1f} M; refusing to build it (corrupt or edited metadata)")

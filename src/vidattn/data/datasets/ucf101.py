@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 
 from vidattn.data.datasets.base import ClipDataset, VideoRecord, read_lines
+from vidattn.data.sampling import build_sampler
+from vidattn.data.transforms import build_test_transform, build_train_transform
 
 __all__ = ["UCF101", "paper_split", "PAPER_SPLIT_SIZES"]
 
@@ -143,9 +145,6 @@ class UCF101(ClipDataset):
 
     @staticmethod
     def _paper_defaults(kw: dict[str, Any], train: bool) -> None:
-        from vidattn.data.sampling import build_sampler
-        from vidattn.data.transforms import build_test_transform, build_train_transform
-
         kw.setdefault("sampler", build_sampler("consecutive", 16, train=train))
         kw.setdefault("transform", build_train_transform(112, crop="random", resize=(128, 171)) if train
                       else build_test_transform(112, resize=(128, 171)))
