@@ -115,6 +115,14 @@ def test_quickstart_runs_three_seeds_and_shows_temporal_modelling_matter(tmp_pat
     assert (out / "runs" / "tsm-seed0" / "result.json").stat().st_mtime_ns == stamp
 
 
+def test_benchmark_rows_are_checked_before_anything_runs(tmp_path):
+    _one_line_error(vidattn("benchmark", "--out", tmp_path / "b", "--rows", "tsm,no_such_row", check=False),
+                    "no_such_row")
+    _one_line_error(vidattn("benchmark", "--out", tmp_path / "b", "--rows", "tsm_w3_mfr", check=False),
+                    "teacher", "tsm_w3")
+    assert not (tmp_path / "b").exists()
+
+
 def _one_line_error(proc, *needles):
     err = [line for line in proc.stderr.strip().splitlines() if not line.startswith(("INFO ", "WARNING "))]
     assert proc.returncode == 2, proc.stderr[-3000:]

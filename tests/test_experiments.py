@@ -70,3 +70,15 @@ def test_a_failing_trial_names_its_log_and_a_rerun_continues(tiny_budget_and_dat
     with pytest.raises(ValueError, match="teacher"):
         run_trials(row_trials((Row("x", "x", "tsm_r18", teacher="missing"),), budget, data, None), root / "bad2",
                    progress=False)
+
+
+def test_finished_results_report_what_has_finished(tiny_budget_and_data):
+    """`vidattn benchmark --report-only` reads these: finished trials only, nothing trained."""
+    from vidattn.experiments import finished_results
+
+    budget, data, root = tiny_budget_and_data
+    trials = row_trials((Row("w3", "W3", "tsm_w3_r18", attention=True), Row("tsm", "TSM", "tsm_r18")), budget,
+                        data, None)
+    done = finished_results(trials, root / "exp")  # the trials of the first test, when it ran before this one
+    assert all(name.startswith("w3-") for name in done) and not any(name.startswith("tsm-") for name in done)
+    assert finished_results(trials, root / "nothing") == {}
