@@ -204,11 +204,12 @@ def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget
     stats = aggregate(results, METRICS)
     labels = {r.key: r.label for r in rows}
     figures = {}
-    video_rows = {k: v for k, v in results.items() if not next(r for r in rows if r.key == v["key"]).c3d}
+    c3d_keys = {r.key for r in rows if r.c3d}
+    video_rows = {k: v for k, v in results.items() if v["key"] not in c3d_keys}
     if video_rows:
         figures["curves"] = str(plot_seed_curves(video_rows, out / "curves.png", labels,
                                                  title="W3 tables: validation accuracy and training loss"))
-    c3d_rows = {k: v for k, v in results.items() if next(r for r in rows if r.key == v["key"]).c3d}
+    c3d_rows = {k: v for k, v in results.items() if v["key"] in c3d_keys}
     if c3d_rows:
         figures["c3d_curves"] = str(plot_seed_curves(
             c3d_rows, out / "c3d_curves.png", labels, columns=(

@@ -62,6 +62,11 @@ class Trial:
     def name(self) -> str:
         return f"{self.key}-seed{self.seed}"
 
+    @property
+    def teacher_name(self) -> str | None:
+        """The name of this trial's MFR teacher trial (same seed), or None."""
+        return None if self.teacher is None else f"{self.teacher}-seed{self.seed}"
+
 
 # ------------------------------------------------------------------------------------------------ running
 
@@ -71,8 +76,8 @@ def _spec(trial: Trial, runs: Path, threads: int) -> dict[str, Any]:
     cfg["name"], cfg["seed"] = trial.key, trial.seed
     cfg.setdefault("train", {}).update(output_dir=str(runs), run_name=trial.name, num_threads=threads,
                                        progress=False)
-    if trial.teacher is not None:
-        cfg.setdefault("distill", {})["teacher"] = str(runs / f"{trial.teacher}-seed{trial.seed}")
+    if trial.teacher_name is not None:
+        cfg.setdefault("distill", {})["teacher"] = str(runs / trial.teacher_name)
     return {"trial": {**asdict(trial), "config": None}, "config": cfg}
 
 
@@ -91,8 +96,8 @@ def run_trials(trials: Sequence[Trial], out_dir: str | os.PathLike, *, workers: 
     runs.mkdir(parents=True, exist_ok=True)
     names = {t.name for t in trials}
     for t in trials:
-        if t.teacher is not None and f"{t.teacher}-seed{t.seed}" not in names:
-            raise ValueError(f"trial {t.name}: its teacher {t.teacher}-seed{t.seed} is not in the experiment")
+        if t.teacher_name is not None and t.teacher_name not in names:
+            raise ValueError(f"trial {t.name}: its teacher {t.teacher_name} is not in the experiment")
     workers = workers or max(1, (os.cpu_count() or 1) // threads_per_trial)
     done = {t.name for t in trials if (runs / t.name / RESULT_FILE).is_file()}
     pending = [t for t in trials if t.name not in done]
@@ -112,7 +117,7 @@ def run_trials(trials: Sequence[Trial], out_dir: str | os.PathLike, *, workers: 
                     bar.set_postfix_str(name)
                 else:
                     failed.append(name)
-            ready = [t for t in pending if t.teacher is None or f"{t.teacher}-seed{t.seed}" in done]
+            ready = [t for t in pending if t.teacher_name is None or t.teacher_name in done]
             while ready and len(running) < workers and not failed:
                 t = ready.pop(0)
                 pending.remove(t)
@@ -168,7 +173,7 @@ def _last_line(path: Path) -> str:
 def run_trial_file(spec_file: str | os.PathLike) -> dict[str, Any]:
     """Run one trial from its `trial.json` (what the runner's processes do); writes `result.json`."""
     from vidattn.config import config_from_dict
-    from vidattn.engine.checkpoint import CHECKPOINT
+    from vidattn.engine.checkpoint import CHECKPOINT, find_weights
     from vidattn.engine.train import resume_training, run_training
 
     spec = json.loads(Path(spec_file).read_text())
@@ -180,12 +185,12 @@ def run_trial_file(spec_file: str | os.PathLike) -> dict[str, Any]:
     result: dict[str, Any] = {"key": t["key"], "seed": t["seed"], "model": cfg.model.name,
                               "train_seconds": round(time.perf_counter() - start, 1),
                               "best_val_top1": run.best.get("value"), "best_epoch": run.best.get("epoch")}
-    result.update(_test_metrics(run.run_dir, cfg, t.get("reversal_pairs") or []))
+    weights = find_weights(run.run_dir)  # reads the file back once: test metrics and attention use it
+    result.update(_test_metrics(weights, cfg, t.get("reversal_pairs") or []))
     if t.get("attention"):
         from vidattn.analysis.attention_stats import synth_attention_metrics
-        from vidattn.engine.checkpoint import find_weights
 
-        result["attention"] = _plain(synth_attention_metrics(find_weights(run.run_dir), cfg.data.root,
+        result["attention"] = _plain(synth_attention_metrics(weights, cfg.data.root,
                                                              split=cfg.data.test_split or "test"))
     from vidattn.engine.run_log import read_metrics_csv
 
@@ -196,18 +201,17 @@ def run_trial_file(spec_file: str | os.PathLike) -> dict[str, Any]:
     return result
 
 
-def _test_metrics(run_dir: Path, cfg: Any, pairs: Sequence[Sequence[int]]) -> dict[str, Any]:  # noqa: ANN401
-    """Test-split top-1/top-5 (percent) of a run's best weights and the reversal-pair accuracy."""
+def _test_metrics(weights: Path, cfg: Any, pairs: Sequence[Sequence[int]]) -> dict[str, Any]:  # noqa: ANN401
+    """Test-split top-1/top-5 (percent) of a run's weights file and the reversal-pair accuracy."""
     import torch
 
     from vidattn.data.synthetic import reversal_pair_accuracy
     from vidattn.engine.builders import build_eval_loader, build_model_from_weights
-    from vidattn.engine.checkpoint import find_weights
     from vidattn.engine.distributed import DistInfo
     from vidattn.engine.evaluate import evaluate
 
     device = torch.device("cpu")
-    model = build_model_from_weights(find_weights(run_dir), cfg).to(device)
+    model = build_model_from_weights(weights, cfg).to(device)
     loader, _ = build_eval_loader(cfg, cfg.data.test_split or "test", DistInfo(device=device))
     metrics, records, _ = evaluate(model, loader, device)
     out = {"test_top1": float(metrics["top1"]), "test_top5": float(metrics["top5"])}
