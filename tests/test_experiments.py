@@ -2,10 +2,11 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
-from vidattn.benchmark import Row, SynthBudget, row_trials
+from vidattn.benchmark import METRICS, Row, SynthBudget, attention_figures, row_trials, select_rows
 from vidattn.experiments import TrialError, aggregate, mean_std, plot_seed_curves, run_trials
 
 
@@ -60,6 +61,20 @@ def test_trials_run_in_processes_mfr_waits_for_its_teacher_and_reruns_skip(tiny_
     assert stamps == {n: (out / "runs" / n / "result.json").stat().st_mtime_ns for n in results}
     png = plot_seed_curves(results, out / "curves.png", {r.key: r.label for r in rows})
     assert png.stat().st_size > 1000
+    per_video = results["w3-seed0"]["attention_per_video"]  # the temporal profile is drawn from these alone
+    assert len(per_video) == results["w3-seed0"]["attention"]["num_videos"]
+    assert len(per_video[0]["frame_weights"]["spatial"]) == len(per_video[0]["frame_indices"]) == 4
+    stats = aggregate(results, METRICS)
+    figures = attention_figures(root / "figs", results, stats, rows, seed=0)
+    assert Path(figures["temporal_profile"]).stat().st_size > 1000
+
+
+def test_default_rows_leave_the_init_measurement_opt_in_and_rows_are_checked():
+    keys = [r.key for r in select_rows()]
+    assert "tsm_w3_mfr" in keys and "c3d_attention" in keys and "w3_paper_init" not in keys
+    assert [r.key for r in select_rows(["tsm_w3", "w3_paper_init"])] == ["tsm_w3", "w3_paper_init"]
+    with pytest.raises(ValueError, match="teacher rows too: add \\['tsm_w3'\\]"):
+        select_rows(["tsm_w3_mfr"])
 
 
 def test_a_failing_trial_names_its_log_and_a_rerun_continues(tiny_budget_and_data):

@@ -25,7 +25,7 @@ from typing import Any
 from vidattn.engine.pretrain import AppearancePretraining
 from vidattn.experiments import Trial, aggregate, finished_results, fmt, plot_seed_curves, run_trials, table
 
-__all__ = ["SynthBudget", "Row", "BENCHMARK_ROWS", "prepare", "video_config", "run_benchmark"]
+__all__ = ["SynthBudget", "Row", "BENCHMARK_ROWS", "select_rows", "prepare", "video_config", "run_benchmark"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class SynthBudget:
     base_width: int = 16
     stem: str = "small_s2"
     num_segments: int = 8
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 8
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -86,16 +86,18 @@ def prepare(out: Path, b: SynthBudget) -> tuple[Path, Path | None, dict[str, Any
 
 
 def video_config(model: str, b: SynthBudget, data_root: Path, pretrained: Path | None,
-                 options: Mapping[str, Any] | None = None, **data: Any) -> dict[str, Any]:
-    """One row's engine config (as a dict for `Trial.config`) on the prepared dataset."""
+                 options: Mapping[str, Any] | None = None, *, num_classes: int, resnet: bool = True,
+                 **data: Any) -> dict[str, Any]:
+    """One row's engine config (as a dict for `Trial.config`) on the prepared dataset; `resnet`: add the
+    budget's ResNet options (width, stem; not for C3D)."""
     size = int(b.synth.get("size", 32))
-    meta = json.loads((data_root / "synth_actions.json").read_text())
-    model_options = {"base_width": b.base_width, "stem": b.stem, "dropout": 0.0, **dict(options or {})}
+    model_options = {"base_width": b.base_width, "stem": b.stem} if resnet else {}
+    model_options.update({"dropout": 0.0, **dict(options or {})})
     return {
         # pretrained_strict=False: a fresh classifier (the pretraining's fc has 48 appearance classes)
         "model": {"name": model, "pretrained": None if pretrained is None else str(pretrained),
                   "pretrained_strict": pretrained is None, "options": model_options},
-        "data": {"dataset": "synth_actions", "root": str(data_root), "num_classes": len(meta["classes"]),
+        "data": {"dataset": "synth_actions", "root": str(data_root), "num_classes": num_classes,
                  "num_segments": b.num_segments, "sampling": "tsn", "scale_size": size, "crop_size": size,
                  "train_crop": "random", "flip": False, "batch_size": b.batch_size, "num_workers": 0,
                  "val_split": "val", "test_split": "test", **data},
@@ -121,6 +123,8 @@ class Row:
     attention: bool = False
     c3d: bool = False
     paper: Mapping[str, float] = field(default_factory=dict)
+    #: In the default run; the others (the init measurement) run when named with `--rows`.
+    default: bool = True
 
 
 _W3 = "tsm_w3_r18"
@@ -140,9 +144,9 @@ BENCHMARK_ROWS: tuple[Row, ...] = (
     Row("tsm_cbam_mfr", "TSM + CBAM w/ MFR", "tsm_cbam_r18", teacher="tsm_cbam", attention=True,
         paper={"table7": 50.5}),
     Row("w3_paper_init", "TSM + W3 w/o MFR, PyTorch-default init (masks start ~0.5)", _W3,
-        {"attention_options": {"mask_init_bias": None}}, attention=True, paper={}),
+        {"attention_options": {"mask_init_bias": None}}, attention=True, paper={}, default=False),
     Row("cbam_paper_init", "TSM + CBAM, PyTorch-default init (masks start ~0.5)", "tsm_cbam_r18",
-        {"attention_options": {"mask_init_bias": None}}, attention=True, paper={}),
+        {"attention_options": {"mask_init_bias": None}}, attention=True, paper={}, default=False),
     Row("c3d", "3D-ConvNet", "c3d", c3d=True, paper={"ucf_table1": 52.8}),
     Row("c3d_attention", "3D-ConvNet + Attention", "c3d_attention", c3d=True, paper={"ucf_table1": 82.5}),
 )
@@ -173,23 +177,40 @@ def row_trials(rows: Sequence[Row], b: SynthBudget, data_root: Path, pretrained:
     for row in rows:
         if row.c3d:  # the UCF-101 paper: from scratch, consecutive frames, train/val/test every epoch
             cfg = video_config(row.model, b, data_root, None, {"pool_output": [4, 4, 4], **row.options},
-                               sampling="consecutive", num_segments=b.c3d_frames)
-            cfg["model"]["options"] = {k: v for k, v in cfg["model"]["options"].items()
-                                       if k not in ("base_width", "stem")}
+                               num_classes=len(meta["classes"]), resnet=False, sampling="consecutive",
+                               num_segments=b.c3d_frames)
             cfg["train"].update(epochs=b.c3d_epochs or b.epochs, eval_test_each_epoch=True)
         else:
-            cfg = video_config(row.model, b, data_root, pretrained, row.options)
+            cfg = video_config(row.model, b, data_root, pretrained, row.options, num_classes=len(meta["classes"]))
         for seed in b.seeds:
             trials.append(Trial(row.key, seed, cfg, teacher=row.teacher, attention=row.attention,
                                 reversal_pairs=meta["reversal_pairs"]))
     return trials
 
 
+def select_rows(keys: Sequence[str] | None = None) -> list[Row]:
+    """The benchmark rows named by `keys`, in that order (default: every row with `Row.default`); an
+    unknown key or an MFR row without its teacher row is a one-line error before anything runs."""
+    by_key = {r.key: r for r in BENCHMARK_ROWS}
+    if keys is None:
+        return [r for r in BENCHMARK_ROWS if r.default]
+    unknown = [k for k in keys if k not in by_key]
+    if unknown:
+        raise ValueError(f"--rows: unknown row(s) {unknown}; choose from {list(by_key)}")
+    rows = [by_key[k] for k in keys]
+    teachers = sorted({r.teacher for r in rows if r.teacher and r.teacher not in keys})
+    if teachers:
+        raise ValueError(f"--rows: MFR rows need their teacher rows too: add {teachers}")
+    return rows
+
+
 def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget | None = None,
-                  rows: Sequence[Row] = BENCHMARK_ROWS, report_only: bool = False) -> dict[str, Any]:
-    """Run (or continue) the benchmark, trials in the order of `rows`; writes `report.md`, `results.json`
-    and plots into `out_dir`. `report_only`: train nothing, report the trials finished so far."""
+                  rows: Sequence[Row] | None = None, report_only: bool = False) -> dict[str, Any]:
+    """Run (or continue) the benchmark, trials in the order of `rows` (default :func:`select_rows`);
+    writes `report.md`, `results.json` and plots into `out_dir`. `report_only`: train nothing, report the
+    trials finished so far."""
     b = budget or SynthBudget()
+    rows = select_rows() if rows is None else rows
     start = time.perf_counter()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -216,7 +237,7 @@ def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget
                 ("train_top1", "train top-1 (%)"), ("val_top1", "val top-1 (%)"), ("test_top1", "test top-1 (%)"),
                 ("train_loss", "train loss"), ("val_loss", "val loss"), ("test_loss", "test loss")),
             title="UCF-101 paper Fig. 3 analogue: per-epoch train / val / test"))
-    figures.update(attention_figures(out, results, stats, rows, data_root, b.seeds[0]))
+    figures.update(attention_figures(out, results, stats, rows, b.seeds[0]))
     summary = {"settings": _budget_dict(b), "pretraining": pre, "stats": stats, "figures": figures,
                "wall_seconds": round(time.perf_counter() - start, 1),
                "dataset": json.loads((data_root / "synth_actions.json").read_text())}
@@ -233,12 +254,11 @@ def _budget_dict(b: SynthBudget) -> dict[str, Any]:
 
 
 def attention_figures(out: Path, results: Mapping[str, Mapping[str, Any]], stats: Mapping[str, Mapping[str, Any]],
-                      rows: Sequence[Row], data_root: Path, seed: int) -> dict[str, str]:
+                      rows: Sequence[Row], seed: int) -> dict[str, str]:
     """`attention_metrics.png` (where / when / what bars of every attention row, means over seeds) and
     `temporal_profile.png` (the mean spatial and channel mask level against the position in the action
-    window, test videos, the `seed` run of each attention row)."""
-    from vidattn.analysis.attention_stats import plot_attention_metrics, plot_temporal_profile, synth_attention_metrics
-    from vidattn.engine.checkpoint import find_weights
+    window, test videos, the `seed` run of each attention row, from its `attention_per_video`)."""
+    from vidattn.analysis.attention_stats import plot_attention_metrics, plot_temporal_profile
 
     keys = [r.key for r in rows if r.attention and r.key in stats]
     if not keys:
@@ -259,10 +279,9 @@ def attention_figures(out: Path, results: Mapping[str, Mapping[str, Any]], stats
     figures = {"attention_metrics": str(plot_attention_metrics(means, out / "attention_metrics.png"))}
     series, windows, indices = {}, None, None
     for k in keys:
-        run = out / "runs" / f"{k}-seed{seed}"
-        if f"{k}-seed{seed}" not in results:
+        per_video = results.get(f"{k}-seed{seed}", {}).get("attention_per_video")
+        if not per_video:
             continue
-        per_video = synth_attention_metrics(find_weights(run), data_root, split="test", per_video=True)["per_video"]
         windows = [v["window"] for v in per_video]
         indices = [v["frame_indices"] for v in per_video]
         for source in ("spatial", "channel"):

@@ -86,18 +86,10 @@ def _quickstart(args: argparse.Namespace) -> int:
 def _benchmark(args: argparse.Namespace) -> int:
     import time
 
-    from vidattn.benchmark import BENCHMARK_ROWS, SynthBudget, run_benchmark
+    from vidattn.benchmark import SynthBudget, run_benchmark, select_rows
 
     start = time.perf_counter()
-    by_key = {r.key: r for r in BENCHMARK_ROWS}
-    keys = args.rows.split(",") if args.rows else list(by_key)
-    unknown = [k for k in keys if k not in by_key]
-    if unknown:
-        raise ValueError(f"--rows: unknown row(s) {unknown}; choose from {list(by_key)}")
-    rows = [by_key[k] for k in keys]
-    teachers = [r.teacher for r in rows if r.teacher and r.teacher not in keys]
-    if teachers:
-        raise ValueError(f"--rows: MFR rows need their teacher rows too: add {sorted(set(teachers))}")
+    rows = select_rows(args.rows.split(",") if args.rows else None)
     results = run_benchmark(args.out, _budget(args, SynthBudget()), rows, report_only=args.report_only)
     _print_rows(results["stats"], f"benchmark test accuracy, mean ± std over seeds; report in {args.out}/report.md")
     print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")

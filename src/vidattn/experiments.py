@@ -190,8 +190,11 @@ def run_trial_file(spec_file: str | os.PathLike) -> dict[str, Any]:
     if t.get("attention"):
         from vidattn.analysis.attention_stats import synth_attention_metrics
 
-        result["attention"] = _plain(synth_attention_metrics(weights, cfg.data.root,
-                                                             split=cfg.data.test_split or "test"))
+        attention = synth_attention_metrics(weights, cfg.data.root, split=cfg.data.test_split or "test",
+                                            per_video=True)
+        result["attention_per_video"] = [{k: v[k] for k in ("window", "frame_indices", "frame_weights")}
+                                         for v in attention.pop("per_video")]
+        result["attention"] = _plain(attention)
     from vidattn.engine.run_log import read_metrics_csv
 
     result["history"] = read_metrics_csv(run.run_dir / "metrics.csv")

@@ -75,7 +75,7 @@ def run_quickstart(settings: QuickstartSettings | None = None) -> dict[str, Any]
     examples = _attention_examples(out, data_root, w3_run, s.num_examples) if w3_run.is_dir() else {}
     meta = json.loads((data_root / "synth_actions.json").read_text())
     metric_figures = {k: Path(v).name for k, v in
-                      attention_figures(out, results, stats, QUICKSTART_ROWS, data_root, b.seeds[0]).items()}
+                      attention_figures(out, results, stats, QUICKSTART_ROWS, b.seeds[0]).items()}
     summary = {"settings": _settings_dict(s), "pretraining": pre, "stats": stats,
                "dataset": {**meta["config"], "classes": meta["classes"]},
                "figures": {"curves": curves.name, **metric_figures, **examples.get("figures", {})},
