@@ -97,3 +97,20 @@ def test_finished_results_report_what_has_finished(tiny_budget_and_data):
     done = finished_results(trials, root / "exp")  # the trials of the first test, when it ran before this one
     assert all(name.startswith("w3-") for name in done) and not any(name.startswith("tsm-") for name in done)
     assert finished_results(trials, root / "nothing") == {}
+
+
+def test_the_report_shows_each_seed_and_leaves_out_tables_of_rows_not_run():
+    from dataclasses import asdict
+
+    from vidattn.benchmark import benchmark_report
+
+    results = {f"{k}-seed{s}": {"key": k, "seed": s, "test_top1": v}
+               for k, values in (("tsm", (91.7, 93.3, 94.2)), ("tsm_w3", (25.0, 92.5, 89.2)))
+               for s, v in enumerate(values)}
+    summary = {"stats": aggregate(results, METRICS), "settings": {**asdict(SynthBudget()), "seeds": [0, 1, 2]},
+               "wall_seconds": 60.0}
+    report = benchmark_report(summary, select_rows(["tsm", "tsm_w3"]))
+    assert "| TSM + W3 w/o MFR | 68.9 ± 38.1 | 25.0 / 92.5 / 89.2 |" in report
+    assert "Mask initialisation" not in report  # its opt-in rows were not selected
+    with_init = benchmark_report(summary, select_rows(["tsm", "tsm_w3", "w3_paper_init", "cbam_paper_init"]))
+    assert "Mask initialisation" in with_init
