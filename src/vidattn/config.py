@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ConfigTypeError, OmegaConfBaseException
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 __all__ = [
     "ConfigError",
@@ -209,8 +209,10 @@ class Config:
 # ----------------------------------------------------------------------------------------------------------
 # layers (base file, recipe, overrides) -> OmegaConf schema -> dataclasses, then the ranges
 
-#: ``(where, mapping)``: a file or an override and the keys it sets (dotted keys allowed: ``{"optim.lr": 0.1}``).
-Layer = tuple[str, dict[str, Any]]
+#: ``(where, mapping, merge)``: a file or an override, the keys it sets (dotted keys allowed: ``{"optim.lr": 0.1}``),
+#: and whether a mapping value merges into the mapping there (files: ``base:`` + recipe) or replaces it
+#: (overrides: ``model.options={channels: 8}`` drops the recipe's other options). Sections always merge.
+Layer = tuple[str, dict[str, Any], bool]
 
 
 def _omegaconf_error(where: str, err: OmegaConfBaseException) -> ConfigError:
@@ -239,25 +241,24 @@ def _sets(raw: dict[str, Any], key: str) -> bool:
 
 def _source(layers: list[Layer], key: str | None, fallback: str) -> str:
     """The last layer that set ``key``: where a problem found after merging comes from."""
-    return next((where for where, raw in reversed(layers) if key is not None and _sets(raw, key)), fallback)
+    return next((where for where, raw, _ in reversed(layers) if key is not None and _sets(raw, key)), fallback)
 
 
-def _set(cfg: DictConfig, key: str, value: Any, where: str) -> None:
-    """Merge ``value`` into ``cfg`` at ``key`` (``OmegaConf.update``), a section's mapping key by key: a merge
+def _set(cfg: DictConfig, key: str, value: Any, where: str, merge: bool) -> None:
+    """Set ``value`` in ``cfg`` at ``key`` (``OmegaConf.update``), a section's mapping key by key: a merge
     that fails inside a whole section (``data: {mean: {a: 1}}``) reports only the section's key."""
     node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
     if isinstance(value, dict) and OmegaConf.is_dict(node) and dataclasses.is_dataclass(OmegaConf.get_type(node)):
         for sub, v in value.items():
-            _set(cfg, f"{key}.{sub}", v, where)
+            _set(cfg, f"{key}.{sub}", v, where, merge)
         return
     try:
-        OmegaConf.update(cfg, key, value, merge=True)
-    except ConfigTypeError as err:  # a mapping onto a list or back: OmegaConf names neither
-        if OmegaConf.is_config(node) and OmegaConf.is_list(node) != isinstance(value, list):
-            expected = "a list" if OmegaConf.is_list(node) else "a mapping"
-            raise ConfigError(where, f"key '{key}' expects {expected}, got {value!r}", key) from None
-        raise _omegaconf_error(where, err) from None
+        OmegaConf.update(cfg, key, value, merge=merge)
     except OmegaConfBaseException as err:
+        expected = "a list" if OmegaConf.is_list(node) else "a mapping" if OmegaConf.is_dict(node) else None
+        given = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else None
+        if expected is not None and expected != given:  # OmegaConf's text names its node classes instead
+            raise ConfigError(where, f"key '{key}' expects {expected}, got {value!r}", key) from None
         raise _omegaconf_error(where, err) from None
 
 
@@ -265,9 +266,9 @@ def _apply(layers: list[Layer], fallback: str) -> Config:
     """Merge the layers in order onto the schema (OmegaConf checks keys and types, an error names its layer),
     then build the dataclasses (``${...}`` interpolations resolved) and check the ranges."""
     cfg = OmegaConf.structured(Config)
-    for where, raw in layers:
+    for where, raw, merge in layers:
         for key, value in raw.items():
-            _set(cfg, str(key), value, where)
+            _set(cfg, str(key), value, where, merge)
     try:
         config = OmegaConf.to_object(cfg)
         check_values(config, fallback)
@@ -285,7 +286,7 @@ def config_from_dict(raw: dict[str, Any], where: str = "<dict>") -> Config:
     """Validate a plain mapping (e.g. a resolved ``config.yaml``) into a :class:`Config`."""
     if not isinstance(raw, dict):
         raise ConfigError(where, f"a config must be a YAML mapping, got {type(raw).__name__}")
-    return _apply([(where, raw)], where)
+    return _apply([(where, raw, True)], where)
 
 
 def _at_least(where: str, key: str, value: float | None, low: float, what: str = "") -> None:
@@ -377,7 +378,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _override_layers(overrides: list[str] | tuple[str, ...]) -> list[Layer]:
-    """``a.b=value`` strings as layers ``("override 'a.b=value'", {"a.b": value})``, the value parsed as YAML."""
+    """``a.b=value`` strings as layers ``("override 'a.b=value'", {"a.b": value}, False)``, the value parsed as
+    YAML."""
     layers = []
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -388,13 +390,13 @@ def _override_layers(overrides: list[str] | tuple[str, ...]) -> list[Layer]:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        layers.append((f"override '{item}'", {key: value}))
+        layers.append((f"override '{item}'", {key: value}, False))
     return layers
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """A config mapping with ``a.b=value`` overrides applied, validated (an error names the override)."""
-    return config_to_dict(_apply([("<dict>", raw), *_override_layers(overrides)], "<dict>"))
+    return config_to_dict(_apply([("<dict>", raw, True), *_override_layers(overrides)], "<dict>"))
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -411,6 +413,6 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
         if "base" in base_raw:
             raise ConfigError(str(base_path), "a base recipe may not have its own 'base' (one level only)")
         base_raw.pop("name", None)  # the variant is named after its own file
-        layers.append((str(base_path), base_raw))
-    layers.append((str(path), {"name": path.stem, **raw}))
+        layers.append((str(base_path), base_raw, True))
+    layers.append((str(path), {"name": path.stem, **raw}, True))
     return _apply(layers + _override_layers(overrides), str(path))

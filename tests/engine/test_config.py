@@ -148,7 +148,8 @@ def test_cuda_device_without_cuda_is_a_config_error(tmp_path):
     [
         ({"data": {"mean": {"a": 1}}}, None, "a.yaml", "key 'data.mean' expects a list, got {'a': 1}"),
         ({"model": {"options": [1]}}, None, "a.yaml", "key 'model.options' expects a mapping"),
-        ({"optim": None}, None, "a.yaml", "key 'optim': "),
+        ({"optim": None}, None, "a.yaml", "key 'optim' expects a mapping, got None"),
+        ({}, "optim=3", "override 'optim=3'", "key 'optim' expects a mapping, got 3"),
         ({}, "nope.x=1", "override 'nope.x=1'", "unknown key 'nope'"),
         ({}, "optim.milestones=[1, x]", "override 'optim.milestones=[1, x]'", "key 'optim.milestones[1]': "),
         ({}, "train.run_name=${nope}", "override 'train.run_name=${nope}'", "key 'train.run_name': "),
@@ -180,3 +181,12 @@ def test_apply_overrides_validates_and_names_the_override(tmp_path):
     assert apply_overrides(raw, ["eval.clips=2"])["eval"]["clips"] == 2
     with pytest.raises(ConfigError, match=r"^override 'eval.clips=0': key 'eval.clips' must be >= 1"):
         apply_overrides(raw, ["eval.clips=0"])
+
+
+def test_an_override_replaces_a_mapping_that_a_recipe_merges_into(tmp_path):
+    write(tmp_path / "base.yaml", {"model": {"options": {"base_width": 16, "dropout": 0.5}}})
+    child = write(tmp_path / "child.yaml", {"base": "base.yaml", "model": {"options": {"afr": True}}})
+    merged = {"base_width": 16, "dropout": 0.5, "afr": True}
+    assert load_config(child).model.options == merged
+    assert load_config(child, ["model.options={channels: 8}"]).model.options == {"channels": 8}
+    assert load_config(child, ["model.options.channels=8"]).model.options == {**merged, "channels": 8}
