@@ -1,24 +1,30 @@
 """Typed run configuration loaded from YAML recipes (``configs/*.yaml``).
 
-A recipe is a YAML mapping whose keys mirror the dataclasses below. ``base: other.yaml`` (relative to
-the recipe) merges the recipe onto another one, key by key; one level only, so a variant is a small
-delta on a full recipe and nothing is hidden two files away. Command-line overrides are
-``section.key=value`` strings whose value is parsed as YAML (``optim.lr=0.01``,
-``optim.milestones=[20,40]``, ``distill.teacher=null``).
+The dataclasses below are the schema of an OmegaConf structured config: OmegaConf checks every key and type
+and merges the layers (``omegaconf.OmegaConf.update``); this module adds the ranges the types cannot express
+(:func:`check_values`) and hands out plain dataclasses (``OmegaConf.to_object``). A recipe is a YAML mapping
+whose keys mirror the dataclasses (read with ``yaml.safe_load``: no tag executes anything). ``base:
+other.yaml`` (relative to the recipe) merges the recipe onto another one, key by key; one level only, so a
+variant is a small delta on a full recipe and nothing is hidden two files away. Command-line overrides are
+``section.key=value`` strings whose value is parsed as YAML (``optim.lr=0.01``, ``optim.milestones=[20,40]``,
+``distill.teacher=null``). String values may use OmegaConf interpolations (``${data.root}/x``,
+``${oc.env:HOME}``); a literal ``${`` is written ``\\${``.
 
-Every problem is a :class:`ConfigError` with one line naming the file and the key.
+Every problem is a :class:`ConfigError`: one line naming the file (the base, the recipe or the override
+that set the key) and the key.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 __all__ = [
     "ConfigError",
@@ -39,7 +45,11 @@ __all__ = [
 
 
 class ConfigError(ValueError):
-    """A recipe or an override is invalid; the message names the file and the key."""
+    """A recipe or an override is invalid: ``"{where}: {problem}"``, ``key`` the dotted key when there is one."""
+
+    def __init__(self, where: str, problem: str | None = None, key: str | None = None) -> None:
+        super().__init__(where if problem is None else f"{where}: {problem}")
+        self.problem, self.key = problem, key
 
 
 @dataclass
@@ -197,94 +207,91 @@ class Config:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# dict -> dataclass with type checks
+# layers (base file, recipe, overrides) -> OmegaConf schema -> dataclasses, then the ranges
+
+#: ``(where, mapping, merge)``: a file or an override, the keys it sets (dotted keys allowed: ``{"optim.lr": 0.1}``),
+#: and whether a mapping value merges into the mapping there (files: ``base:`` + recipe) or replaces it
+#: (overrides: ``model.options={channels: 8}`` drops the recipe's other options). Sections always merge.
+Layer = tuple[str, dict[str, Any], bool]
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def _omegaconf_error(where: str, err: OmegaConfBaseException) -> ConfigError:
+    """One line from an OmegaConf exception: the key is its ``full_key``, the problem its message's first line
+    (OmegaConf appends its context, full_key and object_type, on further lines)."""
+    key = err.full_key or None
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)) and dataclasses.is_dataclass(err.object_type):
+        names = sorted(f.name for f in dataclasses.fields(err.object_type))
+        close = difflib.get_close_matches(str(err.key), names, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return ConfigError(where, f"unknown key '{key}' ({hint}valid keys here: {', '.join(names)})", key)
+    problem = (str(err).splitlines() or [type(err).__name__])[0]
+    return ConfigError(where, f"key '{key}': {problem}" if key else problem, key)
 
 
-def _convert(value: Any, tp: Any, key: str, where: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and return it (ints are accepted for floats)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, key, where)
-            except ConfigError as err:
-                errors.append(err)
-        raise ConfigError(f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: key '{key}' must be one of {list(args)}, got {value!r}")
-        return value
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: key '{key}' must be a mapping, got {value!r}")
-        return _build(tp, value, key, where)
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: key '{key}' expects a list, got {value!r}")
-        return [_convert(v, args[0], f"{key}[{i}]", where) for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: key '{key}' expects a mapping, got {value!r}")
-        return dict(value)
-    if tp is float:
-        if isinstance(value, str):
-            # PyYAML (YAML 1.1) reads ``1e-4`` as a string; accept it where a number is expected
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: key '{key}' expects a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: key '{key}' expects an integer, got {value!r}")
-        return value
-    if tp in (str, bool):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where}: key '{key}' expects {tp.__name__}, got {value!r}")
-        return value
-    raise ConfigError(f"{where}: key '{key}' has unsupported type {_type_name(tp)}")  # pragma: no cover
+def _sets(raw: dict[str, Any], key: str) -> bool:
+    """Whether a layer's mapping sets ``key`` (``a.b``, ``a.b[1]``) or a value holding it."""
+    for k, v in raw.items():
+        k = str(k)
+        if key == k or key.startswith(k + "["):
+            return True
+        if key.startswith(k + ".") and isinstance(v, dict) and _sets(v, key[len(k) + 1 :]):
+            return True
+    return False
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str, where: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in raw.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        if key not in names:
-            raise ConfigError(f"{where}: unknown key '{full}' (valid keys here: {', '.join(sorted(names))})")
-        kwargs[key] = _convert(value, hints[key], full, where)
-    return cls(**kwargs)
+def _source(layers: list[Layer], key: str | None, fallback: str) -> str:
+    """The last layer that set ``key``: where a problem found after merging comes from."""
+    return next((where for where, raw, _ in reversed(layers) if key is not None and _sets(raw, key)), fallback)
+
+
+def _set(cfg: DictConfig, key: str, value: Any, where: str, merge: bool) -> None:
+    """Set ``value`` in ``cfg`` at ``key`` (``OmegaConf.update``), a section's mapping key by key: a merge
+    that fails inside a whole section (``data: {mean: {a: 1}}``) reports only the section's key."""
+    node = OmegaConf.select(cfg, key, throw_on_resolution_failure=False)
+    if isinstance(value, dict) and OmegaConf.is_dict(node) and dataclasses.is_dataclass(OmegaConf.get_type(node)):
+        for sub, v in value.items():
+            _set(cfg, f"{key}.{sub}", v, where, merge)
+        return
+    try:
+        OmegaConf.update(cfg, key, value, merge=merge)
+    except OmegaConfBaseException as err:
+        expected = "a list" if OmegaConf.is_list(node) else "a mapping" if OmegaConf.is_dict(node) else None
+        given = "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict) else None
+        if expected is not None and expected != given:  # OmegaConf's text names its node classes instead
+            raise ConfigError(where, f"key '{key}' expects {expected}, got {value!r}", key) from None
+        raise _omegaconf_error(where, err) from None
+
+
+def _apply(layers: list[Layer], fallback: str) -> Config:
+    """Merge the layers in order onto the schema (OmegaConf checks keys and types, an error names its layer),
+    then build the dataclasses (``${...}`` interpolations resolved) and check the ranges."""
+    cfg = OmegaConf.structured(Config)
+    for where, raw, merge in layers:
+        for key, value in raw.items():
+            _set(cfg, str(key), value, where, merge)
+    try:
+        config = OmegaConf.to_object(cfg)
+        check_values(config, fallback)
+    except OmegaConfBaseException as err:  # an interpolation that does not resolve, a missing (???) value
+        raise _omegaconf_error(_source(layers, err.full_key, fallback), err) from None
+    except ConfigError as err:
+        if err.key is None:
+            raise
+        raise ConfigError(_source(layers, err.key, fallback), err.problem, err.key) from None
+    assert isinstance(config, Config)
+    return config
 
 
 def config_from_dict(raw: dict[str, Any], where: str = "<dict>") -> Config:
     """Validate a plain mapping (e.g. a resolved ``config.yaml``) into a :class:`Config`."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: a config must be a YAML mapping, got {type(raw).__name__}")
-    config = _build(Config, raw, "", where)
-    check_values(config, where)
-    return config
+        raise ConfigError(where, f"a config must be a YAML mapping, got {type(raw).__name__}")
+    return _apply([(where, raw, True)], where)
 
 
-def _at_least(where: str, key: str, value: Any, low: float, what: str = "") -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < low:
-        raise ConfigError(f"{where}: key '{key}' must be {what or f'>= {low}'}, got {value!r}")
+def _at_least(where: str, key: str, value: float | None, low: float, what: str = "") -> None:
+    if value is not None and value < low:
+        raise ConfigError(where, f"key '{key}' must be {what or f'>= {low}'}, got {value!r}", key)
 
 
 def check_values(cfg: Config, where: str = "<config>") -> None:
@@ -292,7 +299,7 @@ def check_values(cfg: Config, where: str = "<config>") -> None:
     d, t = cfg.data, cfg.train
     classes = d.num_classes if isinstance(d.num_classes, list) else [d.num_classes]
     if not classes:
-        raise ConfigError(f"{where}: key 'data.num_classes' must not be an empty list")
+        raise ConfigError(where, "key 'data.num_classes' must not be an empty list", "data.num_classes")
     for i, n in enumerate(classes):
         _at_least(where, "data.num_classes" + (f"[{i}]" if isinstance(d.num_classes, list) else ""), n, 1)
     for key in ("num_segments", "crop_size", "scale_size", "batch_size", "stride"):
@@ -301,15 +308,15 @@ def check_values(cfg: Config, where: str = "<config>") -> None:
     _at_least(where, "data.prefetch_factor", d.prefetch_factor, 1)
     if d.resize is not None:
         if len(d.resize) != 2:
-            raise ConfigError(f"{where}: key 'data.resize' must be [height, width], got {d.resize!r}")
+            raise ConfigError(where, f"key 'data.resize' must be [height, width], got {d.resize!r}", "data.resize")
         for i, v in enumerate(d.resize):
             _at_least(where, f"data.resize[{i}]", v, 1)
-    for key in ("base_width", "channels"):
-        if key in cfg.model.options:
-            value = cfg.model.options[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ConfigError(f"{where}: key 'model.options.{key}' expects a positive integer, got {value!r}")
-            _at_least(where, f"model.options.{key}", value, 1)
+    for key in ("base_width", "channels"):  # model.options is typed Any: these two size the model
+        value = cfg.model.options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise ConfigError(where, f"key 'model.options.{key}' expects a positive integer, got {value!r}",
+                              f"model.options.{key}")
+        _at_least(where, f"model.options.{key}", value, 1)
     _at_least(where, "train.epochs", t.epochs, 1)
     _at_least(where, "train.accumulate_steps", t.accumulate_steps, 1)
     _at_least(where, "train.grad_clip", t.grad_clip, 0, ">= 0 (0 or null: no clipping)")
@@ -319,7 +326,8 @@ def check_values(cfg: Config, where: str = "<config>") -> None:
     _at_least(where, "train.num_threads", t.num_threads, 1, ">= 1 (null: torch's default)")
     _at_least(where, "train.label_smoothing", t.label_smoothing, 0)
     if t.label_smoothing >= 1:
-        raise ConfigError(f"{where}: key 'train.label_smoothing' must be < 1, got {t.label_smoothing!r}")
+        raise ConfigError(where, f"key 'train.label_smoothing' must be < 1, got {t.label_smoothing!r}",
+                          "train.label_smoothing")
     _at_least(where, "eval.clips", cfg.eval.clips, 1)
     _at_least(where, "eval.batch_size", cfg.eval.batch_size, 1)
     _at_least(where, "optim.lr", cfg.optim.lr, 0)
@@ -328,13 +336,23 @@ def check_values(cfg: Config, where: str = "<config>") -> None:
 
         if not torch.cuda.is_available():
             key, value = ("train.device", "cuda") if t.device == "cuda" else ("train.precision", "fp16")
-            raise ConfigError(f"{where}: key '{key}' is {value} but CUDA is not available on this machine; "
-                              f"use train.device=auto or cpu" + (" (and bf16)" if key == "train.precision" else ""))
+            raise ConfigError(where, f"key '{key}' is {value} but CUDA is not available on this machine; use "
+                              "train.device=auto or cpu" + (" (and bf16)" if key == "train.precision" else ""), key)
+
+
+def _escaped(value: Any) -> Any:
+    """``value`` with every ``${`` in its strings written ``\\${``: OmegaConf reads it back literally."""
+    if isinstance(value, str):
+        return value.replace("${", "\\${")
+    if isinstance(value, dict):
+        return {k: _escaped(v) for k, v in value.items()}
+    return [_escaped(v) for v in value] if isinstance(value, list) else value
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    """Plain, YAML/JSON-serialisable mapping of a config (round-trips through :func:`config_from_dict`)."""
-    return dataclasses.asdict(config)
+    """Plain, YAML/JSON-serialisable mapping of a config (round-trips through :func:`config_from_dict`:
+    interpolations are already resolved, so a ``${`` left in a string is literal and written ``\\${``)."""
+    return _escaped(dataclasses.asdict(config))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -345,101 +363,56 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+        raise ConfigError(str(path), f"cannot read config ({err.strerror})") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{line} invalid YAML ({getattr(err, 'problem', err)})") from None
+        line = f"line {mark.line + 1} " if mark is not None else ""
+        raise ConfigError(str(path), f"{line}invalid YAML ({getattr(err, 'problem', err)})") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a config must be a YAML mapping, got {type(raw).__name__}")
+        raise ConfigError(str(path), f"a config must be a YAML mapping, got {type(raw).__name__}")
     return raw
 
 
-def _merge(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
-    """Child keys replace base keys; nested mappings merge (``options`` dicts too)."""
-    out = dict(base)
-    for key, value in child.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def _origins(raw: dict[str, Any], where: str, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for key, value in raw.items():
-        full = f"{prefix}.{key}" if prefix else str(key)
-        out[full] = where
-        if isinstance(value, dict):
-            out.update(_origins(value, where, full))
-    return out
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings (value parsed with ``yaml.safe_load``) to a raw mapping."""
-    raw = dict(raw)
+def _override_layers(overrides: list[str] | tuple[str, ...]) -> list[Layer]:
+    """``a.b=value`` strings as layers ``("override 'a.b=value'", {"a.b": value}, False)``, the value parsed as
+    YAML."""
+    layers = []
     for item in overrides:
         key, sep, text = item.partition("=")
         key = key.strip().lstrip("-")
         if not sep or not key:
-            raise ConfigError(f"override '{item}': expected key.sub=value")
+            raise ConfigError(f"override '{item}'", "expected key.sub=value")
         try:
             value = yaml.safe_load(text) if text.strip() else ""
         except yaml.YAMLError:
             value = text
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            child = dict(child) if isinstance(child, dict) else {}
-            node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return raw
+        layers.append((f"override '{item}'", {key: value}, False))
+    return layers
 
 
-def _located_error(err: ConfigError, origins: dict[str, str], fallback: str) -> ConfigError:
-    """Re-point an error at the file (base or child) or override that set the offending key."""
-    msg = str(err)
-    if not msg.startswith(fallback + ":"):
-        return err
-    key = msg.split("'")[1] if "'" in msg else ""
-    parts = key.split("[")[0].split(".")
-    for n in range(len(parts), 0, -1):
-        source = origins.get(".".join(parts[:n]))
-        if source is not None:
-            return ConfigError(source + msg[len(fallback) :])
-    return err
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A config mapping with ``a.b=value`` overrides applied, validated (an error names the override)."""
+    return config_to_dict(_apply([("<dict>", raw, True), *_override_layers(overrides)], "<dict>"))
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Load a recipe, merge it onto its ``base:`` (one level), apply overrides, validate types."""
+    """Load a recipe, merge it onto its ``base:`` (one level), apply overrides, validate."""
     path = Path(path)
     raw = _read_yaml(path)
+    layers: list[Layer] = []
     base_ref = raw.pop("base", None)
-    origins: dict[str, str] = {}
     if base_ref is not None:
         if not isinstance(base_ref, str):
-            raise ConfigError(f"{path}: key 'base' must be a file name, got {base_ref!r}")
+            raise ConfigError(str(path), f"key 'base' must be a file name, got {base_ref!r}", "base")
         base_path = (path.parent / base_ref).resolve()
         base_raw = _read_yaml(base_path)
         if "base" in base_raw:
-            raise ConfigError(f"{base_path}: a base recipe may not have its own 'base' (one level only)")
-        origins = _origins(base_raw, str(base_path))
+            raise ConfigError(str(base_path), "a base recipe may not have its own 'base' (one level only)")
         base_raw.pop("name", None)  # the variant is named after its own file
-        raw = _merge(base_raw, raw)
-    origins.update(_origins(raw if base_ref is None else _read_yaml(path), str(path)))
-    raw.setdefault("name", path.stem)
-    for item in overrides:
-        origins[item.partition("=")[0].strip().lstrip("-")] = f"override '{item}'"
-    raw = apply_overrides(raw, list(overrides))
-    where = str(path)
-    try:
-        return config_from_dict(raw, where)
-    except ConfigError as err:
-        raise _located_error(err, origins, where) from None
+        layers.append((str(base_path), base_raw, True))
+    layers.append((str(path), {"name": path.stem, **raw}, True))
+    return _apply(layers + _override_layers(overrides), str(path))
