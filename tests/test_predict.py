@@ -117,21 +117,19 @@ def test_input_spec_from_the_run_recipe_else_the_config_defaults(synth, tmp_path
     assert pred["frame_indices"] == [list(range(2, 18))] and len(pred["topk"]) == 2
 
 
-def _decoded_frames(clip, spec):
-    """The frame numbers a normalised view (3, T, H, W) of a pattern video shows (vidattn_test_media.level)."""
-    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
-    grey = ((clip[:, :, -4:, -4:].mean(dim=(2, 3)) * std[:, :, 0] + mean[:, :, 0]) * 255)[1]  # green, (T,)
-    levels = {level(i): i for i in range(35)}
-    return [levels[min(levels, key=lambda v: abs(v - float(g)))] for g in grey]
+def _grey_levels(clip, spec):
+    """The grey level (0..255) each frame of a normalised view (3, T, H, W) of a pattern video shows, away
+    from its red marker (vidattn_test_media.frame_pattern)."""
+    mean, std = torch.tensor(spec.mean).view(3, 1), torch.tensor(spec.std).view(3, 1)
+    return ((clip[:, :, -4:, -4:].mean(dim=(2, 3)) * std + mean) * 255)[1].numpy()  # green channel, (T,)
 
 
-@pytest.mark.parametrize("views", [(1, 1), (2, 3)])
-def test_vidattn_test_and_predict_feed_the_same_frames_and_agree(tmp_path, views):
-    """An I3D model on a 120-frame video, dense sampling (4 frames, stride 8): `vidattn test` (the test
-    loader of run_evaluation) and `vidattn predict` (load_predictor) take the same frames and pixels for
-    each view and give the same logits; one clip is the centre window (44..68), not the video's start."""
-    clips, crops = views
-    video = pattern_video(tmp_path / "data" / "v", n=120, height=48, width=64)
+def test_vidattn_test_and_predict_feed_the_same_frames_and_agree(tmp_path):
+    """An I3D model on a 120-frame video, dense sampling (4 frames, stride 8), with the run's 2 clips x 3
+    crops and overridden to 1 x 1: `vidattn test` (run_evaluation and its test loader) and `vidattn predict`
+    (predict_videos / load_predictor) take the same frames and pixels for each view and give the same
+    logits; one clip is the centre window (44..68), not the video's start."""
+    video = pattern_video(tmp_path / "data" / "v", n=120, height=48, width=64, fmt="mp4_h264")
     (tmp_path / "data" / "test.txt").write_text(f"{video.name} 1\n")
     cfg = config_from_dict({
         "name": "one_path", "model": {"name": "i3d_r18", "options": {"base_width": 8}},
@@ -139,31 +137,34 @@ def test_vidattn_test_and_predict_feed_the_same_frames_and_agree(tmp_path, views
                  "sampling": "dense", "stride": 8, "scale_size": 40, "crop_size": 32, "batch_size": 2,
                  "num_workers": 0, "val_split": None, "test_split": "test", "options": {"num_classes": 3}},
         "train": {"device": "cpu", "progress": False},
-        "eval": {"clips": clips, "crops": crops}})
+        "eval": {"clips": 2, "crops": 3, "confusion_png_max_classes": 0}})
     run = tmp_path / "run"
-    model = create_model("i3d_r18", num_classes=3, num_segments=4, base_width=8)
-    save_weights(model, run / "model_best.safetensors")
+    save_weights(create_model("i3d_r18", num_classes=3, num_segments=4, base_width=8), run / "model_best.safetensors")
     (run / "config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg)))
 
-    predictor = load_predictor(run, "cpu", "fp32")
-    fed = predictor.load(video)
-    batch = next(iter(build_eval_loader(cfg, "test", DistInfo(device=torch.device("cpu")), views=True)[0]))
-    assert torch.equal(batch["clip"][0], fed.clip)  # the same pixels, view for view
-    starts = [44] if clips == 1 else [0, 88]  # the centre window; two windows at both ends of the video
-    assert fed.indices.tolist() == [[s + 8 * k for k in range(4)] for s in starts]
-    per_view = fed.clip.reshape(-1, *fed.clip.shape[-4:])
-    for v in range(clips * crops):  # the pixels do show those frames of the encoded video
-        assert _decoded_frames(per_view[v], predictor.spec) == [i % 35 for i in fed.indices[v // crops]]
+    for clips, crops in ((2, 3), (1, 1)):
+        overrides = [f"eval.clips={clips}", f"eval.crops={crops}"]
+        predictor = load_predictor(run, "cpu", "fp32", overrides=overrides)
+        fed = predictor.load(video)
+        loader, _ = build_eval_loader(load_config(run / "config.yaml", overrides), "test",
+                                      DistInfo(device=torch.device("cpu")), views=True)
+        assert torch.equal(next(iter(loader))["clip"][0], fed.clip)  # the same pixels, view for view
+        starts = [44] if clips == 1 else [0, 88]  # the centre window; two windows at both ends of the video
+        assert fed.indices.tolist() == [[s + 8 * k for k in range(4)] for s in starts]
+        per_view = fed.clip.reshape(-1, *fed.clip.shape[-4:])
+        for v in range(clips * crops):  # the pixels show those frames of the encoded video
+            np.testing.assert_allclose(_grey_levels(per_view[v], predictor.spec),  # frames differ by 7 levels
+                                       [level(i) for i in fed.indices[v // crops]], atol=2)
 
-    tested = run_evaluation(run, split="test", output_dir=tmp_path / "eval").records[0]
-    logits = predictor.run(fed.clip.unsqueeze(0)).mean_logits()[0][0]
-    torch.testing.assert_close(tested["logits"][0], logits, rtol=1e-5, atol=1e-6)
-    predicted = predict_videos(run, [video], topk=3, precision="fp32")[0]
-    assert predicted["frame_indices"] == fed.indices.tolist()
-    probs = torch.zeros(3)
-    for t in predicted["topk"]:
-        probs[t["index"]] = t["probability"]
-    torch.testing.assert_close(tested["scores"][0], probs, rtol=0, atol=2e-6)
+        tested = run_evaluation(run, overrides=overrides, split="test", output_dir=tmp_path / "eval").records[0]
+        logits = predictor.run(fed.clip.unsqueeze(0)).mean_logits()[0][0]
+        torch.testing.assert_close(tested["logits"][0], logits, rtol=1e-5, atol=1e-6)
+        predicted = predict_videos(run, [video], topk=3, overrides=overrides, precision="fp32")[0]
+        assert predicted["frame_indices"] == fed.indices.tolist()
+        probs = torch.zeros(3)
+        for t in predicted["topk"]:
+            probs[t["index"]] = t["probability"]
+        torch.testing.assert_close(tested["scores"][0], probs, rtol=0, atol=2e-6)
 
 
 def test_unreadable_video_raises_or_is_reported(synth, tmp_path):
