@@ -105,7 +105,7 @@ def test_aggregate_maps_places_input_frames_in_time_and_averages_blocks():
     assert both.mean(dim=(1, 2)).tolist() == pytest.approx([0.1, 0.225, 0.475, 0.6])
     # A real I3D-W3: T' < T inside, one map per input frame outside.
     model = create_model("i3d_w3_r18", num_classes=2, num_segments=8)
-    maps = attention_maps(model, torch.randn(3, 8, 32, 32))
+    maps = attention_maps(Predictor(model, device="cpu", precision="fp32"), torch.randn(3, 8, 32, 32))
     assert maps["layer4.1"].shape[0] == 4
     assert aggregate_maps(maps, 8, (32, 32)).shape == (8, 32, 32)
 
