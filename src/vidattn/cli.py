@@ -334,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
 #: ``section.key=value`` (or a top-level ``seed=1``): a config override wherever it stands on the line
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
 _TAKES_OVERRIDES = ("train", "test", "predict", "visualize")
+#: commands whose positional arguments are video paths take only dotted overrides (``eval.clips=2``), so a
+#: file named ``a=b.mp4`` stays a video
+_SECTION_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=")
+_VIDEO_COMMANDS = ("predict", "visualize")
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -350,7 +354,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         if token == "--" and not literal:
             literal = True
             continue
-        if not literal and _OVERRIDE.match(token):
+        if not literal and (_SECTION_OVERRIDE if argv[command_at] in _VIDEO_COMMANDS else _OVERRIDE).match(token):
             overrides.append(token)
         else:
             rest.append(token)
