@@ -1,4 +1,5 @@
-"""The inference path: its choices, channels-last on mixed 2D/1D/3D convs, and equal top-1 in every precision."""
+"""The inference path: its choices, channels-last on mixed 2D/1D/3D convs, equal top-1 in every precision, and
+logits that are always a tuple of heads, views averaged in one place."""
 
 import copy
 
@@ -24,6 +25,26 @@ def test_auto_plan_follows_the_hardware_and_forcing_wins():
         == "fp32"
     with pytest.raises(ValueError, match="precision must be one of"):
         plan_inference(model, precision="int8")
+
+
+def test_logits_are_a_tuple_of_heads_per_view_for_one_head_and_for_two():
+    x = torch.randn(2, 3, 3, 4, 32, 32)  # 2 videos x 3 views of (3, 4, 32, 32)
+    small = {"base_width": 8, "stem": "small"}
+    one_model = create_model("tsn_r18", num_classes=5, num_segments=4, **small).eval()
+    with torch.no_grad():
+        expected = one_model(x.flatten(0, 1)).view(2, 3, 5)
+    one = Predictor(one_model, device="cpu", precision="fp32")
+    out = one.run(x)
+    assert isinstance(out.logits, tuple) and [tuple(z.shape) for z in out.logits] == [(2, 3, 5)]
+    torch.testing.assert_close(out.logits[0], expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(one.logits(x), expected.mean(dim=1), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(one.predict(x), expected.softmax(-1).mean(dim=1), rtol=1e-4, atol=1e-5)
+    two = Predictor(create_model("tsn_r18", num_classes=[4, 6], num_segments=4, **small), device="cpu")
+    out = two.run(x[0])  # 5D is a batch of clips, one view each: (B=3, V=1, K) per head
+    assert [tuple(z.shape) for z in out.logits] == [(3, 1, 4), (3, 1, 6)]
+    assert [tuple(s.shape) for s in out.scores()] == [(3, 4), (3, 6)]
+    with pytest.raises(ValueError, match="2 classifier heads"):
+        two.predict(x)
 
 
 def test_channels_last_predictor_matches_the_plain_model_and_loads_weights(tmp_path):

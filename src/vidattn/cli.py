@@ -127,17 +127,26 @@ def _train(args: argparse.Namespace) -> int:
 
 @_command("test")
 def _test(args: argparse.Namespace) -> int:
-    from vidattn.config import load_config
     from vidattn.engine.evaluate import run_evaluation
 
     # --config: the recipe of a weights file without a run folder (its data section says what to evaluate on)
-    config = load_config(args.config, list(args.overrides)) if args.config else None
-    result = run_evaluation(args.source, config=config, overrides=[] if config else list(args.overrides),
+    config, overrides = _recipe(args)
+    result = run_evaluation(args.source, config=config, overrides=overrides,  # type: ignore[arg-type]
                             split=args.split, output_dir=args.out)
     print(json.dumps(result.metrics, indent=2, default=float))
     if result.output_dir is not None:
         print(f"written to {result.output_dir}")
     return 0
+
+
+def _recipe(args: argparse.Namespace) -> tuple[object, list[str]]:
+    """(``--config`` recipe with the overrides applied, or None; the overrides still to apply to a run's
+    config.yaml): how ``test``, ``predict`` and ``visualize`` read the recipe."""
+    from vidattn.config import load_config
+
+    if args.config:
+        return load_config(args.config, list(args.overrides)), []
+    return None, list(args.overrides)
 
 
 @_command("predict")
@@ -146,9 +155,10 @@ def _predict(args: argparse.Namespace) -> int:
 
     from vidattn.predict import annotate_video, annotated_names, predict_videos, write_predictions_json
 
+    config, overrides = _recipe(args)
     frames = {"frame_template": args.frame_template, "start_index": args.start_index}
-    preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, size=args.size,
-                           on_error="skip", **frames)
+    preds = predict_videos(args.weights, args.videos, topk=args.topk, class_names=args.classes, config=config,
+                           overrides=overrides, precision=args.precision, on_error="skip", **frames)
     for p in preds:
         if "error" in p:
             print(f"{p['video']}: error: {p['error']}")
@@ -170,8 +180,10 @@ def _predict(args: argparse.Namespace) -> int:
 def _visualize(args: argparse.Namespace) -> int:
     from vidattn.analysis.visualize import visualize_video
 
+    config, overrides = _recipe(args)
     written = visualize_video(args.video, args.weights, args.out, compare_weights=args.compare,
-                              num_frames=args.frames, size=args.size, stages=args.stages, mp4=args.mp4)
+                              num_frames=args.frames, config=config, overrides=overrides, stages=args.stages,
+                              mp4=args.mp4)
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0
@@ -266,12 +278,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="top-5 labels with probabilities for videos",
                        description="Top-k classes with probabilities per video (the UCF-101 paper's Fig. 2), "
-                                   "optionally as JSON and as annotated videos.")
+                                   "optionally as JSON and as annotated videos. The clips are those vidattn test "
+                                   "takes: the run's config.yaml says which frames, crops and views; key=value "
+                                   "overrides as for test (eval.clips=2 eval.crops=3 data.crop_size=256).")
+    p.set_defaults(overrides=[])
     p.add_argument("videos", nargs="+", help="video files or frame folders")
     p.add_argument("--weights", required=True, help="weights file (.safetensors) or run directory")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--classes", help="class names file (one per line); default: from the run/weights")
-    p.add_argument("--size", type=int, help="crop size (default: the run's config, else 224)")
+    p.add_argument("--config", metavar="RECIPE.yaml",
+                   help="recipe of a weights file outside a run folder (its data/eval sections say which frames, "
+                        "crops and views; default: the run's config.yaml, else the config defaults)")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 where the hardware runs it natively, else fp32 (vidattn test uses the "
+                        "recipe's train.precision; fp32 gives its logits)")
     p.add_argument("--json", help="write the predictions to this JSON file")
     p.add_argument("--annotate", metavar="DIR", help="write each video with its top-k overlaid into DIR")
     p.add_argument("--frame-template", metavar="TEMPLATE",
@@ -282,13 +302,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("visualize", help="W3 spatio-temporal attention over a video (W3 paper Fig. 3)",
                        description="Overlay a model's spatio-temporal attention on evenly sampled frames: a PNG "
                                    "grid (RGB row, one row per model) and a GIF (MP4 with --mp4); with "
-                                   "--compare, a second model (e.g. TSM+CBAM) in its own row.")
+                                   "--compare, a second model (e.g. TSM+CBAM) in its own row. One view of the "
+                                   "clips vidattn test takes; key=value overrides as for test.")
+    p.set_defaults(overrides=[])
     p.add_argument("video", help="video file or frame folder")
     p.add_argument("--weights", required=True, help="weights file or run directory of an attention model")
     p.add_argument("--compare", help="weights of a second attention model (e.g. CBAM) to show beside")
     p.add_argument("--out", default="attention", help="output folder (default ./attention)")
     p.add_argument("--frames", type=int, default=5, help="frames shown (default 5, as Fig. 3)")
-    p.add_argument("--size", type=int, help="crop size (default: the run's config, else 224)")
+    p.add_argument("--config", metavar="RECIPE.yaml",
+                   help="recipe of a weights file outside a run folder (its data/eval sections say which frames, "
+                        "crops and views; default: the run's config.yaml, else the config defaults)")
     p.add_argument("--stages", type=int, default=1, help="average the last N stages' maps (default 1)")
     p.add_argument("--mp4", action="store_true", help="also write an MP4")
 
@@ -309,12 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 #: ``section.key=value`` (or a top-level ``seed=1``): a config override wherever it stands on the line
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*=")
-_TAKES_OVERRIDES = ("train", "test")
+_TAKES_OVERRIDES = ("train", "test", "predict", "visualize")
+#: commands whose positional arguments are video paths take only dotted overrides (``eval.clips=2``), so a
+#: file named ``a=b.mp4`` stays a video
+_SECTION_OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=")
+_VIDEO_COMMANDS = ("predict", "visualize")
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
-    """(other arguments, overrides): for ``train``/``test`` every ``key.sub=value`` token, before or after
-    any flag, is an override, so ``vidattn train --resume RUN train.epochs=5`` and
+    """(other arguments, overrides): for ``train``/``test``/``predict``/``visualize`` every ``key.sub=value``
+    token, before or after any flag, is an override, so ``vidattn train --resume RUN train.epochs=5`` and
     ``vidattn test RUN --split val eval.clips=2`` mean what they say. A token right after ``--`` is kept."""
     argv = list(argv)
     command_at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
@@ -326,7 +354,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
         if token == "--" and not literal:
             literal = True
             continue
-        if not literal and _OVERRIDE.match(token):
+        if not literal and (_SECTION_OVERRIDE if argv[command_at] in _VIDEO_COMMANDS else _OVERRIDE).match(token):
             overrides.append(token)
         else:
             rest.append(token)

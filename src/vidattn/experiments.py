@@ -212,11 +212,12 @@ def _test_metrics(weights: Path, cfg: Any, pairs: Sequence[Sequence[int]]) -> di
     from vidattn.engine.builders import build_eval_loader, build_model_from_weights
     from vidattn.engine.distributed import DistInfo
     from vidattn.engine.evaluate import evaluate
+    from vidattn.inference import Predictor
 
     device = torch.device("cpu")
-    model = build_model_from_weights(weights, cfg).to(device)
+    predictor = Predictor(build_model_from_weights(weights, cfg), device=device, precision=cfg.train.precision)
     loader, _ = build_eval_loader(cfg, cfg.data.test_split or "test", DistInfo(device=device))
-    metrics, records, _ = evaluate(model, loader, device)
+    metrics, records, _ = evaluate(predictor, loader)
     out = {"test_top1": float(metrics["top1"]), "test_top5": float(metrics["top5"])}
     if pairs:
         scores = np.stack([r["scores"][0].float().numpy() for r in records])

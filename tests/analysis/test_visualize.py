@@ -20,10 +20,10 @@ from vidattn.analysis.visualize import (
     select_blocks,
     visualize_video,
 )
-from vidattn.data import generate_synth_actions
+from vidattn.data import InputSpec, generate_synth_actions
+from vidattn.inference import Predictor
 from vidattn.models import create_model
 from vidattn.models.compat import save_weights
-from vidattn.predict import InputSpec
 
 T = 8
 
@@ -45,7 +45,7 @@ def test_visualize_video_writes_fig3_grid_and_gif(synth, tmp_path):
     root, weights = synth
     video = root / "videos/move_right/move_right_000.avi"
     out = visualize_video(video, weights["tsm_w3_r18"], tmp_path / "vis", weights["tsm_cbam_r18"], num_frames=5,
-                          size=64, class_names=root / "classes.txt")
+                          spec=InputSpec(T, size=64, resize=64), class_names=root / "classes.txt")
     assert set(out) == {"png", "gif", "json"} and all(p.is_file() for p in out.values())
     summary = json.loads(out["json"].read_text())
     assert list(summary["models"]) == ["W3", "CBAM"]
@@ -80,16 +80,17 @@ def test_grid_rows_follow_models(tmp_path):
 
 def test_attention_maps_of_a_2d_model_every_block_in_eval():
     model = create_model("tsm_w3_r18", num_classes=3, num_segments=4).train()
-    maps = attention_maps(model, torch.randn(3, 4, 64, 64))
+    maps = attention_maps(Predictor(model, device="cpu", precision="fp32"), torch.randn(3, 4, 64, 64))
     assert list(maps) == [f"layer{s}.{i}" for s in range(1, 5) for i in range(2)]
     assert maps["layer1.0"].shape == (4, 16, 16) and maps["layer4.1"].shape == (4, 2, 2)
     assert all(0 <= float(m.min()) and float(m.max()) <= 1 for m in maps.values())
-    assert model.training  # restored
+    assert not model.training  # the Predictor took it over
     frame_maps = aggregate_maps(maps, 4, (64, 64), stages=2)
     assert frame_maps.shape == (4, 64, 64)
     assert select_blocks(list(maps), 2) == ["layer3.0", "layer3.1", "layer4.0", "layer4.1"]
     with pytest.raises(ValueError, match="has no spatial attention"):
-        attention_maps(create_model("tsm_r18", num_classes=3, num_segments=4), torch.randn(3, 4, 64, 64))
+        attention_maps(Predictor(create_model("tsm_r18", num_classes=3, num_segments=4), device="cpu"),
+                       torch.randn(3, 4, 64, 64))
 
 
 def test_aggregate_maps_places_input_frames_in_time_and_averages_blocks():
@@ -104,7 +105,7 @@ def test_aggregate_maps_places_input_frames_in_time_and_averages_blocks():
     assert both.mean(dim=(1, 2)).tolist() == pytest.approx([0.1, 0.225, 0.475, 0.6])
     # A real I3D-W3: T' < T inside, one map per input frame outside.
     model = create_model("i3d_w3_r18", num_classes=2, num_segments=8)
-    maps = attention_maps(model, torch.randn(3, 8, 32, 32))
+    maps = attention_maps(Predictor(model, device="cpu", precision="fp32"), torch.randn(3, 8, 32, 32))
     assert maps["layer4.1"].shape[0] == 4
     assert aggregate_maps(maps, 8, (32, 32)).shape == (8, 32, 32)
 

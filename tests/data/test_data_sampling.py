@@ -55,6 +55,8 @@ def test_dense_stride_window_and_test_clips():
     clips = dense_test_indices(200, 8, 8, num_clips=10)
     assert clips.shape == (10, 8)
     np.testing.assert_array_equal(clips[:, 0], np.linspace(0, 136, 10).astype(int))
+    # one test clip: the centre window (of 300 frames, 8 x 8: frames 118 ... 174), not the video's start
+    np.testing.assert_array_equal(dense_test_indices(300, 8, 8, num_clips=1), [np.arange(118, 175, 8)])
 
 
 def test_ucf101_consecutive_16_with_jitter():

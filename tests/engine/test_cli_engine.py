@@ -12,7 +12,9 @@ def test_split_overrides_takes_key_value_tokens_anywhere():
     assert rest == ["train", "--resume", "runs/R"] and ov == ["train.epochs=5", "seed=2"]
     rest, ov = cli.split_overrides(["-v", "test", "runs/R", "--split", "val", "eval.clips=2", "eval.full_res=true"])
     assert rest == ["-v", "test", "runs/R", "--split", "val"] and ov == ["eval.clips=2", "eval.full_res=true"]
-    # paths and other commands are left alone
+    # predict/visualize take the same section.key overrides; paths and other commands are left alone
+    assert cli.split_overrides(["predict", "v.mp4", "eval.clips=2", "--weights", "w"]) == (
+        ["predict", "v.mp4", "--weights", "w"], ["eval.clips=2"])
     argv = ["predict", "a=b.mp4", "--weights", "w"]
     assert cli.split_overrides(argv) == (argv, [])
     assert cli.split_overrides(["test", "runs/x=1"])[1] == []

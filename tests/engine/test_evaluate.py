@@ -8,24 +8,26 @@ import torch
 from torch import nn
 
 from vidattn.config import load_config
-from vidattn.engine.evaluate import forward_views, run_evaluation
+from vidattn.engine.evaluate import run_evaluation
 from vidattn.engine.train import run_training
+from vidattn.inference import Predictor
 
 from .conftest import RECIPE, tiny_overrides
 
 
-def test_forward_views_averages_softmax_or_logits():
+def test_views_average_softmax_or_logits():
     class Echo(nn.Module):  # logits = the first pixel of each view, 2 classes
         def forward(self, x):
             return torch.stack([x[:, 0, 0, 0, 0], -x[:, 0, 0, 0, 0]], dim=1)
 
     clips = torch.zeros(1, 2, 3, 1, 1, 1)
     clips[0, 0, 0], clips[0, 1, 0] = 2.0, -1.0  # view logits (2, -2) and (-1, 1)
-    scores, logits = forward_views(Echo(), clips, "logits")
+    out = Predictor(Echo(), device="cpu", precision="fp32").run(clips)
+    assert len(out.logits) == 1 and out.logits[0].shape == (1, 2, 2)  # a tuple of heads, (B, V, K)
+    scores, logits = out.scores("logits"), out.mean_logits()
     assert torch.allclose(scores[0], torch.tensor([[0.5, -0.5]])) and torch.equal(scores[0], logits[0])
-    scores, _ = forward_views(Echo(), clips, "softmax")
     expected = (torch.tensor([2.0, -2.0]).softmax(0) + torch.tensor([-1.0, 1.0]).softmax(0)) / 2
-    assert torch.allclose(scores[0][0], expected)
+    assert torch.allclose(out.scores("softmax")[0][0], expected)
 
 
 def list_split(root, name, lines):

@@ -37,7 +37,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +47,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vidattn.analysis.visualize import _stage_of, aggregate_maps, select_blocks
+from vidattn.data.clips import InputSpec, load_clips
 from vidattn.data.transforms import ClipTransform
-from vidattn.predict import InputSpec, input_spec, load_clip, load_model, run_data_config
+from vidattn.inference import Predictor, default_spec, load_predictor, resolve_source
+from vidattn.models import build_from_weights
 
 logger = logging.getLogger(__name__)
 
@@ -274,17 +276,11 @@ class _Group:
         return self.spatial + [b for b in self.channel if b not in self.spatial]
 
 
-def _block_maps(model: nn.Module, clip: Tensor) -> dict[str, dict[str, Tensor]]:
-    """Every block's masks of one clip ``(3, T, H, W)`` from one eval-mode forward pass, batch dim dropped:
-    "spatial" ``(T', h, w)``, "channel" ``(T', C)``."""
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(clip.unsqueeze(0).to(device), return_all=True)
-    finally:
-        model.train(was_training)
-    return {name: {k: v[0].float().cpu() for k, v in m.items()} for name, m in out.attention.items()}
+def _block_maps(predictor: Predictor, clip: Tensor) -> dict[str, dict[str, Tensor]]:
+    """Every block's masks of one clip ``(3, T, H, W)`` from one forward pass of the predictor, batch dim
+    dropped: "spatial" ``(T', h, w)``, "channel" ``(T', C)``."""
+    out = predictor.run(clip, return_all=True)
+    return {name: {k: v[0].cpu() for k, v in m.items()} for name, m in out.attention.items()}
 
 
 def _choose(names: list[str], stages: int | Sequence[str]) -> list[str]:
@@ -313,20 +309,26 @@ def _groups(maps: Mapping[str, Mapping[str, Tensor]], stages: int | Sequence[str
 
 
 def _setup(model_or_weights: nn.Module | str | os.PathLike, root: str | os.PathLike, split: str,
-           size: int | None, device: str | torch.device) -> tuple[nn.Module, Any, InputSpec]:
+           spec: InputSpec | None, device: str | torch.device) -> tuple[Predictor, Any, InputSpec]:
+    """The predictor (fp32), the split and the input: ``spec``, else the run's (one view), else -- a bare
+    model or weights file -- the config defaults at SynthActions' own test geometry (frames resized to the
+    dataset's ``size`` square, no crop)."""
     from vidattn.data import SynthActions
 
-    model, weights = load_model(model_or_weights, device)
     dataset = SynthActions(root, split)
-    if size is None and not run_data_config(weights):
+    model = model_or_weights
+    if spec is None and not isinstance(model, nn.Module) and resolve_source(model).config is None:
+        model = build_from_weights(resolve_source(model).weights)
+    if spec is None and isinstance(model, nn.Module):
         side = int(dataset.config["size"])
-        spec = input_spec(model, weights, size=side, resize=(side, side))
-    else:
-        spec = input_spec(model, weights, size=size)
-    return model, dataset, spec
+        t = int((getattr(model, "vidattn_config", None) or {}).get("num_segments") or getattr(model, "num_segments", 8))
+        spec = replace(default_spec(t), size=side, resize=(side, side))
+    predictor = load_predictor(model, device, "fp32", spec=spec)
+    assert predictor.spec is not None
+    return predictor, dataset, predictor.spec.single_view()
 
 
-def _collect(model: nn.Module, dataset: Any, spec: InputSpec, records: Sequence[Any],
+def _collect(predictor: Predictor, dataset: Any, spec: InputSpec, records: Sequence[Any],
              stages: int | Sequence[str], *, min_opacity: float, where_only: bool = False,
              windows: Mapping[str, tuple[int, int]] | None = None, by_stage: bool = False,
              spatial_reduce: str = "mean") -> tuple[dict[str, _Group], list[dict[str, Any]]]:
@@ -336,15 +338,17 @@ def _collect(model: nn.Module, dataset: Any, spec: InputSpec, records: Sequence[
     groups: dict[str, _Group] | None = None
     videos: list[dict[str, Any]] = []
     for record in records:
-        clip, frames, indices = load_clip(record.path, spec)
+        clips = load_clips(record.path, spec)
+        clip, frames, indices = clips.clip, clips.frames, clips.indices[0]
         boxes = dataset.boxes(record.video_id)[indices]
         keep = boxes[:, 4] >= min_opacity
         if where_only and not keep.any():
             continue
-        maps = _block_maps(model, clip)
+        maps = _block_maps(predictor, clip)
         if groups is None:
             groups = _groups(maps, stages, by_stage)
             if where_only and not groups[""].spatial:
+                model = predictor.model
                 name = getattr(model, "vidattn_config", {}).get("name", type(model).__name__)
                 raise ValueError(f"{name} has no spatial attention (no W3, CBAM or gate module)")
         t = clip.shape[1]
@@ -418,7 +422,7 @@ def synth_attention_in_box(
     root: str | os.PathLike,
     split: str = "test",
     *,
-    size: int | None = None,
+    spec: InputSpec | None = None,
     stages: int | Sequence[str] = 1,
     max_videos: int | None = None,
     min_opacity: float = 0.5,
@@ -426,16 +430,17 @@ def synth_attention_in_box(
 ) -> dict[str, Any]:
     """How much of a model's spatial attention falls inside the actor's box on a SynthActions split.
 
-    Each video is run as at test time (the model's test clip, :func:`vidattn.predict.input_spec`; without a
-    run ``config.yaml`` nor ``size``, SynthActions' own test geometry: frames resized to ``size`` x ``size``
-    of the dataset, no crop). Frames where the actor is mostly invisible (``opacity < min_opacity``:
-    fade in/out) are left out. Returns frame-weighted means over the split: ``mass_in_box``,
-    ``box_area_fraction``, ``ratio``, the same three above each frame's minimum (``*_above_min``), and
+    Each video is run as at test time (one view of the model's input spec, through its
+    :class:`vidattn.inference.Predictor` in fp32; without ``spec`` nor a run ``config.yaml``,
+    SynthActions' own test geometry: frames resized to the dataset's ``size`` square, no crop). Frames
+    where the actor is mostly invisible (``opacity < min_opacity``: fade in/out) are left out. Returns
+    frame-weighted means over the split: ``mass_in_box``, ``box_area_fraction``, ``ratio``, the same three
+    above each frame's minimum (``*_above_min``), and
     ``num_videos``, ``num_frames``, ``blocks``. (:func:`synth_attention_metrics` adds when and what.)
     """
-    model, dataset, spec = _setup(model_or_weights, root, split, size, device)
+    predictor, dataset, spec = _setup(model_or_weights, root, split, spec, device)
     records = dataset.records[:max_videos] if max_videos is not None else dataset.records
-    groups, _ = _collect(model, dataset, spec, records, stages, min_opacity=min_opacity, where_only=True)
+    groups, _ = _collect(predictor, dataset, spec, records, stages, min_opacity=min_opacity, where_only=True)
     if not groups or not groups[""].where_raw:
         raise ValueError(f"{root}: no frames with a visible actor in split {split!r}")
     out = _where_summary(groups[""])
@@ -451,7 +456,7 @@ def synth_attention_metrics(
     root: str | os.PathLike,
     split: str = "test",
     *,
-    size: int | None = None,
+    spec: InputSpec | None = None,
     stages: int | Sequence[str] = 1,
     max_videos: int | None = None,
     min_opacity: float = 0.5,
@@ -481,10 +486,10 @@ def synth_attention_metrics(
     ``frame_indices``, ``window`` and ``frame_weights`` (source -> ``(T,)`` levels, for
     :func:`plot_temporal_profile`).
     """
-    model, dataset, spec = _setup(model_or_weights, root, split, size, device)
+    predictor, dataset, spec = _setup(model_or_weights, root, split, spec, device)
     records = dataset.records[:max_videos] if max_videos is not None else dataset.records
     windows = read_windows(root)
-    groups, videos = _collect(model, dataset, spec, records, stages, min_opacity=min_opacity, windows=windows,
+    groups, videos = _collect(predictor, dataset, spec, records, stages, min_opacity=min_opacity, windows=windows,
                               by_stage=by_stage, spatial_reduce=spatial_reduce)
     if not videos:
         raise ValueError(f"{root}: no videos in split {split!r}")

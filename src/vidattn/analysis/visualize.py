@@ -2,8 +2,9 @@
 model: W3, CBAM, ... over 5 evenly sampled frames) and as an animated side-by-side GIF/MP4.
 
 What is drawn: each attention block's spatial mask ("where", in [0, 1]; W3's M^s of eq. 6, CBAM's spatial
-gate, the UCF-101 C3D model's gate averaged over channels), from one forward pass of the clip the model
-classifies (same frames, same resize/crop), so the overlay sits on exactly the pixels the model saw.
+gate, the UCF-101 C3D model's gate averaged over channels), from one forward pass of the model's
+`vidattn.inference.Predictor` on the clip it classifies (its input spec, one view: same frames, same
+resize/crop as `vidattn test` and `vidattn predict`), so the overlay sits on exactly the pixels the model saw.
 
 Aggregation (:func:`aggregate_maps`), one map per input frame:
 1. keep the blocks of the last ``stages`` stage(s) that have spatial masks (default 1: ``layer4``, the
@@ -34,15 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidattn.predict import (
-    InputSpec,
-    default_font,
-    input_spec,
-    load_clip,
-    load_model,
-    resolve_class_names,
-    write_video,
-)
+from vidattn.config import Config
+from vidattn.data.clips import InputSpec
+from vidattn.data.video import default_font, write_video
+from vidattn.inference import Predictor, load_predictor
 
 logger = logging.getLogger(__name__)
 
@@ -62,32 +58,25 @@ PathLike = str | os.PathLike
 ArrayLike = np.ndarray | Tensor
 
 
-@torch.no_grad()
-def _forward(model: nn.Module, clip: Tensor) -> tuple[Tensor | tuple[Tensor, ...], dict[str, Tensor]]:
-    """Logits and every block's spatial mask from one eval-mode forward pass of a clip batch."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(clip, return_all=True)
-    finally:
-        model.train(was_training)
-    maps = {name: m["spatial"].float() for name, m in out.attention.items() if "spatial" in m}
+def _spatial_maps(predictor: Predictor, clip: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """First-head logits (B, K) and every block's spatial mask of a clip batch, from one forward pass."""
+    out = predictor.run(clip, return_all=True)
+    maps = {name: m["spatial"] for name, m in out.attention.items() if "spatial" in m}
     if not maps:
-        name = _model_config(model).get("name", type(model).__name__)
+        name = _model_config(predictor.model).get("name", type(predictor.model).__name__)
         raise ValueError(f"{name} has no spatial attention to visualise (no W3, CBAM or gate module)")
-    return out.logits, maps
+    return out.mean_logits()[0], maps
 
 
-def attention_maps(model: nn.Module, clip: Tensor) -> dict[str, Tensor]:
-    """Every block's spatial attention mask from one forward pass (eval mode, no gradients).
+def attention_maps(predictor: Predictor, clip: Tensor) -> dict[str, Tensor]:
+    """Every block's spatial attention mask from one forward pass of the predictor (eval mode, no gradients).
 
     ``clip``: ``(3, T, H, W)`` (returns block name -> ``(T', h, w)``) or a batch ``(B, 3, T, H, W)``
     (-> ``(B, T', h, w)``). Names are the model's ("layer3.2"; "gate" for the C3D attention model); ``T'``
     is smaller than ``T`` after a 3D model's temporal pooling. Values in [0, 1].
     """
     single = clip.dim() == 4
-    device = next(model.parameters()).device
-    _, maps = _forward(model, (clip.unsqueeze(0) if single else clip).to(device))
+    _, maps = _spatial_maps(predictor, clip)
     return {k: (v[0] if single else v).cpu() for k, v in maps.items()}
 
 
@@ -150,14 +139,12 @@ class FrameAttention:
     blocks: list[str] = field(default_factory=list)
 
 
-def frame_attention(model: nn.Module, clip: Tensor, stages: int | Sequence[str] = 1) -> FrameAttention:
+def frame_attention(predictor: Predictor, clip: Tensor, stages: int | Sequence[str] = 1) -> FrameAttention:
     """Per-input-frame attention maps (``aggregate_maps``) and class probabilities of a ``(3, T, H, W)`` clip."""
-    device = next(model.parameters()).device
-    logits, maps = _forward(model, clip.unsqueeze(0).to(device))
+    logits, maps = _spatial_maps(predictor, clip)
     blocks = select_blocks(list(maps), stages)
     agg = aggregate_maps({k: maps[k][0].cpu() for k in blocks}, clip.shape[1], tuple(clip.shape[2:]), blocks)
-    z = logits[0] if isinstance(logits, tuple) else logits
-    return FrameAttention(agg.numpy().astype(np.float32), z[0].float().softmax(-1).cpu().numpy(), blocks)
+    return FrameAttention(agg.numpy().astype(np.float32), logits[0].softmax(-1).cpu().numpy(), blocks)
 
 
 def _value_range(m: np.ndarray) -> tuple[float, float]:
@@ -319,12 +306,12 @@ def _model_config(model: nn.Module) -> dict[str, Any]:
     return config if isinstance(config, dict) else {}
 
 
-def _row_name(model: nn.Module, weights: Path | None) -> str:
+def _row_name(model: nn.Module, weights: Any) -> str:  # noqa: ANN401
     name = str(_model_config(model).get("name", type(model).__name__))
     for key, label in (("w3", "W3"), ("cbam", "CBAM"), ("c3d_attention", "3D-CNN+Attention")):
         if key in name.split("_") or name == key:
             return label
-    return name if weights is None else f"{name} ({weights.stem})"
+    return name if isinstance(weights, nn.Module) else f"{name} ({Path(weights).stem})"
 
 
 def visualize_video(
@@ -334,45 +321,55 @@ def visualize_video(
     compare_weights: nn.Module | PathLike | None = None,
     num_frames: int = 5,
     *,
-    size: int | None = None,
+    spec: InputSpec | None = None,
+    config: Config | None = None,
+    overrides: Sequence[str] = (),
     stages: int | Sequence[str] = 1,
     class_names: Sequence[str] | PathLike | None = None,
     mp4: bool = False,
     fps: float = 2.0,
-    device: str | torch.device = "cpu",
+    device: str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, Path]:
     """Attention figure and animation of one video for a model (and optionally a second one to compare,
     e.g. W3 vs CBAM, run on the very same clip).
 
-    The clip is the model's test clip (:func:`vidattn.predict.input_spec`: ``num_segments`` frames by TSN
-    test sampling for 2D models, resize + centre crop ``size``; the run's ``config.yaml`` when the weights
-    sit in a run directory). Writes into ``out_dir``: ``attention.png`` (Fig. 3 style, ``num_frames``
-    columns), ``attention.gif`` (every clip frame), ``attention.mp4`` when ``mp4``, and ``attention.json``
-    (rows, frame indices, blocks used, value ranges, each model's top-5). Returns ``{"png", "gif",
-    ["mp4",] "json"}`` -> path.
+    The clip is one view (first clip, centre crop) of the model's input spec, as
+    :func:`vidattn.inference.load_predictor` finds it (``spec``, else ``config`` / the run's ``config.yaml``
+    with ``overrides``, else the config defaults). Writes into ``out_dir``: ``attention.png`` (Fig. 3 style,
+    ``num_frames`` columns), ``attention.gif`` (every clip frame), ``attention.mp4`` when ``mp4``, and
+    ``attention.json`` (rows, frame indices, blocks used, value ranges, each model's top-5). Returns
+    ``{"png", "gif", ["mp4",] "json"}`` -> path.
     """
-    model, weights = load_model(weights_path, device)
-    spec = input_spec(model, weights, size=size)
-    clip, _, indices = load_clip(video_path, spec)
-    frames = denormalize(clip, spec)
-    models = [(model, weights)]
+    def predictor_of(source: nn.Module | PathLike, spec: InputSpec | None) -> Predictor:
+        return load_predictor(source, device, precision, spec=spec, config=config, overrides=overrides,
+                              class_names=class_names)
+
+    first = predictor_of(weights_path, spec)
+    assert first.spec is not None
+    view = first.spec.single_view()
+    clips = first.load(video_path, views=False)
+    clip, indices = clips.clip, clips.indices[0]
+    frames = denormalize(clip, view)
+    predictors = [(first, weights_path)]
     if compare_weights is not None:
-        models.append(load_model(compare_weights, device))
+        predictors.append((predictor_of(compare_weights, view), compare_weights))
     maps: dict[str, np.ndarray] = {}
     notes: dict[str, str] = {}
     summary: dict[str, Any] = {"video": str(video_path), "frame_indices": indices.tolist(), "input": {
-        "size": spec.size, "resize": spec.resize, "sampling": spec.sampling}, "models": {}}
-    for m, w in models:
-        row = _row_name(m, w)
+        "size": view.size, "resize": view.resize, "sampling": view.sampling}, "models": {}}
+    for p, w in predictors:
+        row = _row_name(p.model, w)
         if row in maps:
-            row = f"{row} ({w.stem if w is not None else len(maps)})"
-        result = frame_attention(m, clip, stages)
-        names = resolve_class_names(m, class_names, w)[0]
+            row = f"{row} ({len(maps)})" if isinstance(w, nn.Module) else f"{row} ({Path(w).stem})"
+        result = frame_attention(p, clip, stages)
+        names = p.classes[0] if p.classes else [str(i) for i in range(len(result.probs))]
         order = np.argsort(-result.probs)[:5]
         top = [{"label": names[i], "probability": round(float(result.probs[i]), 4)} for i in order]
         maps[row] = result.maps
         notes[row] = f"pred: {top[0]['label']} {top[0]['probability']:.2f}"
-        summary["models"][row] = {"model": _model_config(m).get("name"), "weights": str(w) if w else None,
+        summary["models"][row] = {"model": _model_config(p.model).get("name"),
+                                  "weights": None if isinstance(w, nn.Module) else str(w),
                                   "blocks": result.blocks, "topk": top}
     out_dir = Path(out_dir)
     title = f"{Path(video_path).name}: spatial attention, mean of {_stages_text(stages)}"

@@ -3,6 +3,7 @@
 Importing this package never imports the models.
 """
 
+from vidattn.data.clips import Clips, InputSpec, load_clips
 from vidattn.data.collate import collate_clips
 from vidattn.data.datasets import (
     DATASETS,
@@ -25,6 +26,9 @@ from vidattn.data.transforms import ClipTransform, build_test_transform, build_t
 from vidattn.data.video import VideoError, VideoReader, open_video
 
 __all__ = [
+    "InputSpec",
+    "Clips",
+    "load_clips",
     "open_video",
     "VideoError",
     "VideoReader",

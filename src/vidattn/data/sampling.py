@@ -7,8 +7,8 @@ Conventions (TSN/TSM, Wang et al. 2016 / Lin et al. 2019, official TSM code; the
 - TSN train: the video is cut into T equal segments of ``F // T`` frames; one random frame per segment.
 - TSN test: segment centres ``int(tick/2 + tick*i)``, ``tick = F/T``; the second "twice" clip takes segment
   starts ``int(tick*i)``.
-- Dense (3D models): ``T`` frames ``stride`` apart from a random start inside the video; at test ``N``
-  windows with evenly spaced starts (TSM: 10 windows, 64-frame span).
+- Dense (3D models): ``T`` frames ``stride`` apart from a random start inside the video; at test the
+  centre window, or ``N`` windows with evenly spaced starts (TSM: 10 windows, 64-frame span).
 - Consecutive (UCF-101 3D-CNN paper): ``T`` consecutive frames from a random start (temporal jitter).
 
 Short videos, always deterministic:
@@ -83,9 +83,11 @@ def dense_train_indices(
 
 
 def dense_test_indices(num_frames: int, clip_len: int, stride: int, num_clips: int = 10) -> np.ndarray:
-    """Dense test: ``num_clips`` windows, starts evenly spaced in ``[0, F - clip_len*stride]`` (TSM: 10)."""
+    """Dense test: the centre window for ``num_clips=1``, else ``num_clips`` windows with starts evenly
+    spaced in ``[0, F - clip_len*stride]`` (TSM: 10)."""
     _check(num_frames, clip_len)
-    starts = np.linspace(0, max(num_frames - clip_len * stride, 0), num=num_clips).astype(np.int64)
+    room = max(num_frames - clip_len * stride, 0)
+    starts = np.array([room // 2]) if num_clips == 1 else np.linspace(0, room, num=num_clips).astype(np.int64)
     return (starts[:, None] + np.arange(clip_len)[None] * stride) % num_frames
 
 

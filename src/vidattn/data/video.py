@@ -1,4 +1,5 @@
-"""Video decoding: one reader interface over PyAV (default), frame folders, decord and torchcodec.
+"""Video decoding: one reader interface over PyAV (default), frame folders, decord and torchcodec; and
+writing (`write_video`: GIF, MP4, AVI; `default_font` for text drawn on frames).
 
 Every reader exposes ``num_frames``, ``fps``, ``height``, ``width`` and ``read(indices)``, which returns
 ``uint8 (len(indices), H, W, 3)`` RGB frames, and works as a context manager.
@@ -26,7 +27,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VideoError", "VideoReader", "PyAVReader", "FrameFolderReader", "open_video", "BACKENDS"]
+__all__ = ["VideoError", "VideoReader", "PyAVReader", "FrameFolderReader", "open_video", "BACKENDS", "write_video",
+           "default_font"]
 
 
 class VideoError(Exception):
@@ -430,3 +432,52 @@ def open_video(path: str | os.PathLike, backend: str = "pyav", **kw: Any) -> Vid
     for key in ("frame_template", "start_index", "num_frames"):
         kw.pop(key, None)  # frame-folder options passed by a generic dataset
     return BACKENDS[backend](path, **kw)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# writing
+
+
+def write_video(frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 8.0) -> Path:
+    """Write uint8 RGB frames ``(T, H, W, 3)``: ``.gif`` with Pillow (looping), ``.mp4`` as H.264 with PyAV
+    (odd sizes padded to even), ``.avi`` as MPEG-4 Part 2. Returns the path."""
+    path = Path(path)
+    frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
+    if not frames:
+        raise ValueError(f"{path}: no frames to write")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ext = path.suffix.lower()
+    if ext == ".gif":
+        from PIL import Image
+
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+        return path
+    if ext not in (".mp4", ".avi"):
+        raise ValueError(f"{path}: unsupported video extension {ext!r}; use .gif, .mp4 or .avi")
+    import av
+
+    h, w = frames[0].shape[:2]
+    ph, pw = h + h % 2, w + w % 2  # yuv420p needs even sizes
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264" if ext == ".mp4" else "mpeg4", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
+        if ext == ".mp4":
+            stream.options = {"crf": "20", "preset": "veryfast"}
+        stream.codec_context.thread_count = 1
+        for f in frames:
+            if (ph, pw) != (h, w):
+                f = np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def default_font(px: int) -> Any:
+    """Pillow's built-in font at `px` pixels (a bitmap font on Pillow < 10.1)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=px)  # Pillow >= 10.1: a scalable built-in font
+    except TypeError:
+        return ImageFont.load_default()

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from vidattn.config import Config
 from vidattn.data import build_dataset as data_build_dataset
 from vidattn.data import collate_clips
+from vidattn.data.clips import InputSpec
 from vidattn.data.sampling import build_sampler
-from vidattn.data.transforms import build_test_transform, build_train_transform
+from vidattn.data.transforms import build_train_transform
 from vidattn.engine.distributed import DistInfo, ShardSampler
 from vidattn.models import CheckpointError, build_from_weights, create_model
 
@@ -85,21 +86,14 @@ def build_dataset(cfg: Config, split: str, *, train: bool, views: bool = False) 
     full resolution); otherwise validation uses 1 clip, centre crop (the papers' default).
     """
     d = cfg.data
-    clips = cfg.eval.clips if views else 1
-    sampler = build_sampler(d.sampling, d.num_segments, train=train, stride=d.stride, num_clips=clips)
     if train:
+        sampler = build_sampler(d.sampling, d.num_segments, train=True, stride=d.stride)
         transform = build_train_transform(
             d.crop_size, crop=d.train_crop, resize=_resize(cfg), flip=d.flip, mean=d.mean, std=d.std
         )
-    else:
-        transform = build_test_transform(
-            d.crop_size,
-            resize=_resize(cfg),
-            crops=cfg.eval.crops if views else 1,
-            full_res=cfg.eval.full_res and views,
-            mean=d.mean,
-            std=d.std,
-        )
+    else:  # the recipe's test input, as vidattn predict / load_predictor take it (vidattn.data.clips)
+        spec = InputSpec.from_config(cfg, views=views)
+        sampler, transform = spec.sampler(), spec.transform()
     dataset = data_build_dataset(
         d.dataset,
         d.root,

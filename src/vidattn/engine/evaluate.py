@@ -1,9 +1,11 @@
 """Evaluation: views (clips x crops), score averaging, metrics, prediction files, MACs per view.
 
-A test sample may carry V = clips x crops views, shape (V, 3, T, H, W); the video score is the mean
-over views of the softmax scores (default) or of the logits. The papers' default is 1 clip, centre
-crop; SSv2 uses 2 clips, full resolution (crop at the 256 short side); EPIC uses ten-crop. MACs are
-reported per single view (1 clip x 1 crop) and times the number of views, as the papers' tables do.
+A test sample may carry V = clips x crops views, shape (V, 3, T, H, W), taken by the recipe's
+`InputSpec` (`vidattn.data.clips`); every batch runs through a `vidattn.inference.Predictor` (the path
+`vidattn predict` runs too) and the video score is the mean over views of the softmax scores (default)
+or of the logits (`Prediction.scores`). The papers' default is 1 clip, centre crop; SSv2 uses 2 clips,
+full resolution (crop at the 256 short side); EPIC uses ten-crop. MACs are reported per single view
+(1 clip x 1 crop) and times the number of views, as the papers' tables do.
 
 Distributed evaluation shards the dataset without padding and gathers every prediction once, so one
 and N processes report identical metrics.
@@ -25,10 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from vidattn.config import Config, apply_overrides, config_from_dict, config_to_dict, load_config
+from vidattn.config import Config
+from vidattn.data.clips import InputSpec
 from vidattn.engine import metrics as M
 from vidattn.engine.builders import build_eval_loader, build_model_from_weights, class_names
-from vidattn.engine.checkpoint import CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS, atomic_write_text, find_weights
+from vidattn.engine.checkpoint import CONFIG_FILE, atomic_write_text
 from vidattn.engine.distributed import (
     DistInfo,
     all_reduce_sum,
@@ -38,12 +41,11 @@ from vidattn.engine.distributed import (
     init_distributed,
 )
 from vidattn.engine.submission import write_epic_submission, write_something_predictions
+from vidattn.inference import Predictor, resolve_source
 from vidattn.models.compute import count_macs
-from vidattn.runtime import apply_requested_cpu_settings
 
 __all__ = [
     "EvalResult",
-    "forward_views",
     "predict",
     "metrics_from_records",
     "evaluate",
@@ -63,6 +65,9 @@ class EvalResult:
     output_dir: Path | None
     files: dict[str, Path] = field(default_factory=dict)
     num_samples: int = 0
+    #: per video: ``index``, ``video_id``, ``label``, ``scores`` (per head, (K,)), ``logits`` (per head, the
+    #: mean over views), ``loss``
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -73,28 +78,6 @@ def autocast_context(device: torch.device, precision: str) -> contextlib.Abstrac
         raise ValueError("train.precision=fp16 needs CUDA; use bf16 on CPU")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def _as_tuple(logits: Tensor | tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    return logits if isinstance(logits, tuple) else (logits,)
-
-
-@torch.no_grad()
-def forward_views(model: nn.Module, clips: Tensor, average: str = "softmax") -> tuple[list[Tensor], list[Tensor]]:
-    """Run every view and average: returns (scores per head, mean logits per head), each (B, K).
-
-    ``clips`` is (B, 3, T, H, W) or (B, V, 3, T, H, W).
-    """
-    if clips.dim() == 5:
-        clips = clips.unsqueeze(1)
-    b, v = clips.shape[:2]
-    heads = _as_tuple(model(clips.flatten(0, 1)))
-    scores, logits = [], []
-    for z in heads:
-        z = z.float().view(b, v, -1)
-        logits.append(z.mean(dim=1))
-        scores.append(z.softmax(dim=-1).mean(dim=1) if average == "softmax" else z.mean(dim=1))
-    return scores, logits
 
 
 def _labels_of(batch: dict[str, Any], scores: list[Tensor] | None = None) -> Tensor | None:
@@ -112,17 +95,15 @@ def _labels_of(batch: dict[str, Any], scores: list[Tensor] | None = None) -> Ten
 
 
 def predict(
-    model: nn.Module,
+    predictor: Predictor,
     loader: Iterable[dict[str, Any]],
-    device: torch.device,
     *,
     average: str = "softmax",
-    precision: str = "fp32",
     progress: bool = False,
     desc: str = "eval",
 ) -> tuple[list[dict[str, Any]], int]:
-    """This process's per-sample records and the number of skipped (unreadable) samples."""
-    model.eval()
+    """This process's per-sample records (``Predictor.run`` on every batch of views) and the number of
+    skipped (unreadable) samples."""
     records: list[dict[str, Any]] = []
     skipped = skipped_batches = 0
     total = len(loader) if hasattr(loader, "__len__") else None
@@ -131,17 +112,17 @@ def predict(
         if batch.get("clip") is None or len(batch["clip"]) == 0:  # every sample unreadable (on_error=skip)
             skipped_batches += 1
             continue
-        clips = batch["clip"].to(device, non_blocking=True)
-        with autocast_context(device, precision):
-            scores, logits = forward_views(model, clips, average)
+        out = predictor.run(batch["clip"])
+        scores, logits = out.scores(average), out.mean_logits()
         labels = _labels_of(batch, scores)
-        losses = torch.full((clips.shape[0],), math.nan)
+        n = len(batch["clip"])
+        losses = torch.full((n,), math.nan)
         if labels is not None:
             losses = sum(
                 F.cross_entropy(z, labels[:, h].clamp(min=0).to(z.device), reduction="none").cpu()
                 for h, z in enumerate(logits)
             )
-        for i in range(clips.shape[0]):
+        for i in range(n):
             label = None if labels is None else labels[i].tolist()
             if label is not None and any(x < 0 for x in label):
                 label = None  # unlabelled test sample
@@ -152,6 +133,7 @@ def predict(
                     "video_id": str(batch["video_id"][i]),
                     "label": label,
                     "scores": [s[i].cpu() for s in scores],
+                    "logits": [z[i].cpu() for z in logits],
                     "loss": loss,
                 }
             )
@@ -181,17 +163,15 @@ def metrics_from_records(records: list[dict[str, Any]], average: str = "softmax"
 
 
 def evaluate(
-    model: nn.Module,
+    predictor: Predictor,
     loader: Iterable[dict[str, Any]],
-    device: torch.device,
     *,
     average: str = "softmax",
-    precision: str = "fp32",
     progress: bool = False,
     desc: str = "eval",
 ) -> tuple[dict[str, float], list[dict[str, Any]], list[Any]]:
     """Predict on this process's shard, gather all shards, compute metrics (identical on every rank)."""
-    local, skipped = predict(model, loader, device, average=average, precision=precision, progress=progress, desc=desc)
+    local, skipped = predict(predictor, loader, average=average, progress=progress, desc=desc)
     records = gather_predictions(local)
     num_skipped = int(all_reduce_sum([float(skipped)])[0])
     metrics, cms = metrics_from_records(records, average)
@@ -208,27 +188,6 @@ def macs_per_view(model: nn.Module, input_shape: tuple[int, ...]) -> float:
 
 # ----------------------------------------------------------------------------------------------------------
 # the `vidattn test` entry point
-
-
-def _resolve_source(
-    source: str | Path, config: Config | None, overrides: list[str] | tuple[str, ...] = ()
-) -> tuple[Path, Config, Path | None]:
-    """(weights file, config, run dir) for a run directory or a weights file."""
-    p = Path(source)
-    run_dir = p if p.is_dir() else (p.parent if (p.parent / CONFIG_FILE).is_file() else None)
-    if p.name == CHECKPOINT and run_dir is not None:  # the training state: evaluate its weights
-        p = run_dir / LAST_WEIGHTS
-    weights = find_weights(p)
-    if config is None:
-        if run_dir is None or not (run_dir / CONFIG_FILE).is_file():
-            raise FileNotFoundError(f"{source}: no {CONFIG_FILE} beside the weights to say what data to evaluate "
-                                    "on; pass the recipe: vidattn test WEIGHTS --config RECIPE.yaml "
-                                    "(run_evaluation(..., config=load_config(RECIPE.yaml)))")
-        # overrides before validation: a CUDA run's config is evaluated on a CPU machine with train.device=cpu
-        return weights, load_config(run_dir / CONFIG_FILE, overrides), run_dir
-    if overrides:
-        config = config_from_dict(apply_overrides(config_to_dict(config), list(overrides)), "overrides")
-    return weights, config, run_dir
 
 
 def _views_name(cfg: Config) -> str:
@@ -254,29 +213,31 @@ def run_evaluation(
     ``predictions.csv``) into ``output_dir`` (default ``RUN_DIR/eval-{split}-{views}``). Runs under
     torchrun too (sharded, gathered once).
     """
-    weights, cfg, run_dir = _resolve_source(source, config, overrides)
+    source_ = resolve_source(source, config, overrides)
+    weights, cfg, run_dir = source_.weights, source_.config, source_.run_dir
+    if cfg is None:
+        raise FileNotFoundError(f"{source}: no {CONFIG_FILE} beside the weights to say what data to evaluate "
+                                "on; pass the recipe: vidattn test WEIGHTS --config RECIPE.yaml "
+                                "(run_evaluation(..., config=load_config(RECIPE.yaml)))")
     info: DistInfo = init_distributed(cfg.train.device)
     try:
-        model = build_model_from_weights(weights, cfg).to(info.device)
-        if info.device.type == "cpu":
-            apply_requested_cpu_settings()  # only if the process opted in
+        spec = InputSpec.from_config(cfg)  # what build_eval_loader(views=True) samples; predict reads the same
+        model = build_model_from_weights(weights, cfg)
+        macs = macs_per_view(model, (1, 3, spec.num_frames, spec.view_size, spec.view_size)) if info.is_main else None
+        predictor = Predictor(model, device=info.device, precision=cfg.train.precision, spec=spec,
+                              spec_origin=source_.origin)
         loader, dataset = build_eval_loader(cfg, split, info, views=True)
         metrics, records, cms = evaluate(
-            model,
+            predictor,
             loader,
-            info.device,
             average=cfg.eval.average,
-            precision=cfg.train.precision,
             progress=cfg.train.progress and info.is_main,
             desc=f"test {split}",
         )
-        views = cfg.eval.clips * cfg.eval.crops
-        size = cfg.data.scale_size if cfg.eval.full_res else cfg.data.crop_size
-        macs = macs_per_view(model, (1, 3, cfg.data.num_segments, size, size)) if info.is_main else None
-        metrics["views"] = float(views)
+        metrics["views"] = float(spec.views)
         if macs is not None:
             metrics["gmacs_per_view"] = macs / 1e9
-            metrics["gmacs_total"] = macs * views / 1e9
+            metrics["gmacs_total"] = macs * spec.views / 1e9
         out_dir = None
         files: dict[str, Path] = {}
         if info.is_main:
@@ -288,7 +249,7 @@ def run_evaluation(
                 files = write_eval_outputs(out_dir, cfg, split, metrics, records, cms, class_names(dataset))
         _log_summary(cfg, split, metrics)
         barrier()  # every rank returns after rank 0 wrote the outputs
-        return EvalResult(metrics=metrics, output_dir=out_dir, files=files, num_samples=len(records))
+        return EvalResult(metrics=metrics, output_dir=out_dir, files=files, num_samples=len(records), records=records)
     finally:
         cleanup_distributed(info)
 

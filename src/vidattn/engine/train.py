@@ -13,6 +13,7 @@ micro-batch of an accumulation window), gradient-norm clipping, step.
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import random
@@ -61,7 +62,7 @@ from vidattn.engine.distributed import (
 from vidattn.engine.evaluate import autocast_context, evaluate
 from vidattn.engine.optim import LRSchedule, build_optimizer, build_schedule, lr_at, set_lr
 from vidattn.engine.run_log import MetricsLog, TBWriter, plot_curves, write_run_json
-from vidattn.inference import to_channels_last
+from vidattn.inference import Predictor, to_channels_last
 from vidattn.runtime import apply_requested_cpu_settings
 
 __all__ = [
@@ -494,16 +495,12 @@ def _run(cfg: Config, info: DistInfo, resume_dir: Path | None) -> RunResult:
             row.update({f"train_{k}": v for k, v in stats.items()})
             sync_buffers(model)  # DDP ranks drift apart in BN statistics; evaluate and save rank 0's
             evaluate_now = (epoch + 1) % max(1, cfg.train.eval_every) == 0 or epoch + 1 == cfg.train.epochs
+            # a copy: the Predictor takes its model over (eval mode, BatchNorm folded), as vidattn test does
+            predictor = Predictor(copy.deepcopy(model), device=info.device, precision=cfg.train.precision) \
+                if evaluate_now and (val_loader is not None or test_loader is not None) else None
             for split, loader in (("val", val_loader), ("test", test_loader)):
-                if loader is not None and evaluate_now:
-                    m, _, _ = evaluate(
-                        model,
-                        loader,
-                        info.device,
-                        precision=cfg.train.precision,
-                        progress=settings.progress,
-                        desc=f"{split} {epoch + 1}",
-                    )
+                if loader is not None and predictor is not None:
+                    m, _, _ = evaluate(predictor, loader, progress=settings.progress, desc=f"{split} {epoch + 1}")
                     row.update({f"{split}_{k}": v for k, v in m.items() if k not in ("num_samples", "num_labelled")})
             metrics = row
             rngs = all_gather(capture_rng_state())

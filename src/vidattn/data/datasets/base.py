@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vidattn.data.clips import read_clips
 from vidattn.data.sampling import build_sampler
 from vidattn.data.transforms import build_test_transform, build_train_transform
 from vidattn.data.video import VideoError, open_video
@@ -192,13 +193,8 @@ class ClipDataset(Dataset):
 
     def _load(self, index: int, record: VideoRecord, rng: np.random.Generator) -> dict[str, Any]:
         with self.open(record) as reader:
-            start, stop = self._frame_range(record, reader)
-            indices = np.asarray(self.sampler(stop - start, rng)) + start
-            frames = reader.read(indices.reshape(-1))
-        clip, flipped = self.transform(frames, rng)
-        if indices.ndim == 2:
-            clip = _split_clips(clip, indices.shape[0])
-        return {"clip": clip, "label": self._label(record.label, flipped), "index": index,
+            clips = read_clips(reader, self.sampler, self.transform, rng, *self._frame_range(record, reader))
+        return {"clip": clips.clip, "label": self._label(record.label, clips.flipped), "index": index,
                 "video_id": record.video_id}
 
     def _label(self, label: Label, flipped: bool) -> int | torch.Tensor:
@@ -210,12 +206,3 @@ class ClipDataset(Dataset):
             return torch.tensor(list(label), dtype=torch.long)
         return self.flip_label_map.get(label, label) if flipped else label
 
-
-def _split_clips(clip: torch.Tensor, num_clips: int) -> torch.Tensor:
-    """``(V, 3, N*T, H, W)`` -> ``(N*V, 3, T, H, W)`` (clip-major); a single view stays ``(3, T, H, W)``."""
-    if clip.ndim == 4:
-        clip = clip.unsqueeze(0)
-    v, c, nt, h, w = clip.shape
-    t = nt // num_clips
-    clip = clip.reshape(v, c, num_clips, t, h, w).permute(2, 0, 1, 3, 4, 5).reshape(num_clips * v, c, t, h, w)
-    return clip[0] if clip.shape[0] == 1 else clip
