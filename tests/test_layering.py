@@ -18,7 +18,7 @@ LAYERS = [
     {"data"},
     {"models"},
     {"inference", "predict"},
-    {"engine", "analysis"},
+    {"engine", "analysis", "export"},
     {"experiments"},
     {"benchmark"},
     {"quickstart"},
