@@ -18,7 +18,7 @@ LAYERS = [
     {"data"},
     {"models"},
     {"inference"},
-    {"engine", "analysis", "predict"},
+    {"engine", "analysis", "predict", "export"},
     {"experiments"},
     {"benchmark"},
     {"quickstart"},

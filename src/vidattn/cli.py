@@ -189,6 +189,21 @@ def _visualize(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command("export")
+def _export(args: argparse.Namespace) -> int:
+    from vidattn.export import export_weights
+
+    result = export_weights(args.weights, args.out, args.format, frames=args.frames, size=args.size,
+                            class_names=args.classes, batch=args.batch, dynamic_batch=args.dynamic_batch,
+                            opset=args.opset, tolerance=args.tolerance)
+    shape = "x".join(str(d) for d in result.input_shape)
+    print(f"{result.path}: {result.format}, input clips {shape} (B x 3 x T x H x W); "
+          f"preprocessing and classes in {result.sidecar}")
+    print(f"verified with {result.runtime}: max |logit difference| {result.max_abs_diff:.2e} "
+          f"({result.rel_diff:.1e} of the largest logit)")
+    return 0
+
+
 @_command("extract-frames")
 def _extract_frames(args: argparse.Namespace) -> int:
     from vidattn.data.extract import extract_frames
@@ -316,6 +331,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", type=int, default=1, help="average the last N stages' maps (default 1)")
     p.add_argument("--mp4", action="store_true", help="also write an MP4")
 
+    p = sub.add_parser("export", help="ONNX / TorchScript / torch.export file of a model, checked against PyTorch",
+                       description="Write a weights file's model as ONNX (onnxruntime), TorchScript or a "
+                                   "torch.export ExportedProgram taking clips (B, 3, T, H, W) and returning "
+                                   "logits, plus FILE.json with the preprocessing and class names; the written "
+                                   "file is run on a random clip batch and must give PyTorch's logits "
+                                   "(docs/deploy.md).")
+    p.add_argument("weights", help="weights file (.safetensors) or run directory")
+    p.add_argument("--format", choices=("onnx", "torchscript", "exported-program"), default="onnx",
+                   help="default onnx (needs the onnx extra: pip install 'vidattn[onnx]')")
+    p.add_argument("--out", help="output file (default: the weights' or run folder's name + .onnx/.pt/.pt2)")
+    p.add_argument("--frames", type=int, help="frames T per clip (default: the model's; 2D models need exactly it)")
+    p.add_argument("--size", type=int, help="crop size H = W (default: the run's config, else 224; C3D 112)")
+    p.add_argument("--batch", type=int, default=1, help="clips per call (default 1)")
+    p.add_argument("--dynamic-batch", action="store_true", help="any batch size (traced with 2, checked with 3)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default: the exporter's)")
+    p.add_argument("--tolerance", type=float, default=1e-4,
+                   help="largest allowed |logit difference| over the largest |logit| (default 1e-4)")
+    p.add_argument("--classes", help="class names file (one per line); default: from the run/weights")
+
     p = sub.add_parser("extract-frames", help="turn a folder of videos into JPEG frame folders",
                        description="Decode every video under SRC into DST/<relative path without extension>/"
                                    "00001.jpg ... (resized, in parallel, resumable: finished folders are "
@@ -386,9 +420,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Our error types: a user-facing problem with a one-line message naming the file or key."""
     from vidattn.data.video import VideoError
     from vidattn.engine.train import NonFiniteLossError
+    from vidattn.export import ExportError
     from vidattn.models.compat import CheckpointError
 
-    return (ValueError, KeyError, OSError, CheckpointError, VideoError, NonFiniteLossError)
+    return (ValueError, KeyError, OSError, CheckpointError, VideoError, NonFiniteLossError, ExportError)
 
 
 def error_line(err: BaseException) -> str:

@@ -427,16 +427,26 @@ class Predictor:
         return load_clips(video, spec, frame_template=frame_template, start_index=start_index)
 
 
-def load_predictor(weights: nn.Module | str | os.PathLike, device: str | torch.device = "auto",
-                   precision: str = "auto", channels_last: bool | str = "auto", compile: bool = False,
-                   fold_bn: bool = True, *, spec: InputSpec | None = None, config: Config | None = None,
-                   overrides: Sequence[str] = (), class_names: ClassNames = None) -> Predictor:
-    """A `Predictor` for a run directory (its best, else last, weights), a safetensors file written by
+@dataclass
+class ModelInput:
+    """A model with the input it expects and its class names: what `load_predictor` and `vidattn export`
+    start from. ``origin``: where the spec came from ("given", the recipe's file, "defaults")."""
+
+    model: nn.Module
+    spec: InputSpec
+    origin: str | None
+    classes: list[list[str]]
+    weights: Path | None
+
+
+def resolve_model_input(weights: nn.Module | str | os.PathLike, *, spec: InputSpec | None = None,
+                        config: Config | None = None, overrides: Sequence[str] = (),
+                        class_names: ClassNames = None) -> ModelInput:
+    """The model of a run directory (its best, else last, weights), a safetensors file written by
     `vidattn.models.save_weights`, or a model, with its input spec and class names.
 
     The spec: ``spec`` if given, else the recipe (``config``, else the run's ``config.yaml``:
     `resolve_source`) with ``overrides`` (``eval.clips=2``...), else the config defaults (`default_spec`).
-    The run's training device and precision do not matter here (``device`` / ``precision`` choose).
     """
     if isinstance(weights, nn.Module):
         model, source = weights, None
@@ -452,6 +462,16 @@ def load_predictor(weights: nn.Module | str | os.PathLike, device: str | torch.d
     else:
         t = int(_model_config(model).get("num_segments") or getattr(model, "num_segments", 8))
         spec, origin = default_spec(t, overrides), "defaults"
-    classes = resolve_class_names(model, class_names, source.weights if source else None)
-    return Predictor(model, device, precision, channels_last, compile, fold_bn, spec=spec, classes=classes,
-                     spec_origin=origin)
+    path = source.weights if source else None
+    return ModelInput(model, spec, origin, resolve_class_names(model, class_names, path), path)
+
+
+def load_predictor(weights: nn.Module | str | os.PathLike, device: str | torch.device = "auto",
+                   precision: str = "auto", channels_last: bool | str = "auto", compile: bool = False,
+                   fold_bn: bool = True, *, spec: InputSpec | None = None, config: Config | None = None,
+                   overrides: Sequence[str] = (), class_names: ClassNames = None) -> Predictor:
+    """A `Predictor` for `resolve_model_input`'s model, input spec and class names. The run's training
+    device and precision do not matter here (``device`` / ``precision`` choose)."""
+    m = resolve_model_input(weights, spec=spec, config=config, overrides=overrides, class_names=class_names)
+    return Predictor(m.model, device, precision, channels_last, compile, fold_bn, spec=m.spec, classes=m.classes,
+                     spec_origin=m.origin)

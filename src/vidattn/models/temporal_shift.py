@@ -15,20 +15,22 @@ def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
     """Shift 1/fold_div of the channels one frame back and 1/fold_div one frame forward in time.
 
     Writes each output element exactly once (no zero-filled full tensor), keeps `x`'s memory format.
+    The writes go to the output tensor itself, not through a view of it: tracers that do not follow
+    aliases (the TorchScript-based ONNX exporter) then record them; written through `out.view_as(...)`,
+    that exporter exported the shift as a constant of zeros (`empty_like` folded, the writes lost).
     """
     nt, c = x.shape[:2]
     if nt % num_segments:
         raise ValueError(f"temporal_shift: batch {nt} is not a multiple of num_segments={num_segments}")
     fold = c // fold_div
     src = x.view(nt // num_segments, num_segments, *x.shape[1:])
-    out = torch.empty_like(x)
-    dst = out.view_as(src)
-    dst[:, :-1, :fold] = src[:, 1:, :fold]  # frame t sees t+1 ("shift left")
-    dst[:, -1, :fold] = 0
-    dst[:, 1:, fold : 2 * fold] = src[:, :-1, fold : 2 * fold]  # frame t sees t-1 ("shift right")
-    dst[:, 0, fold : 2 * fold] = 0
-    dst[:, :, 2 * fold :] = src[:, :, 2 * fold :]
-    return out
+    out = torch.empty_like(src)  # same strides as `src`, so the final view keeps x's memory format
+    out[:, :-1, :fold] = src[:, 1:, :fold]  # frame t sees t+1 ("shift left")
+    out[:, -1, :fold] = 0
+    out[:, 1:, fold : 2 * fold] = src[:, :-1, fold : 2 * fold]  # frame t sees t-1 ("shift right")
+    out[:, 0, fold : 2 * fold] = 0
+    out[:, :, 2 * fold :] = src[:, :, 2 * fold :]
+    return out.view(x.shape)
 
 
 class TemporalShift(nn.Module):
