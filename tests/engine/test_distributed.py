@@ -46,7 +46,9 @@ def test_torchrun_two_processes_train_and_evaluate_like_one(tiny_synth, tmp_path
     overrides = tiny_overrides(
         tiny_synth,
         tmp_path,
-        **{"data.val_split": odd_split, "train.epochs": 2, "data.num_workers": 0, "eval.batch_size": 3},
+        # log_every=1: the periodic loss check and its all-reduce run at every optimizer step
+        **{"data.val_split": odd_split, "train.epochs": 2, "data.num_workers": 0, "eval.batch_size": 3,
+           "train.log_every": 1},
     )
     out = tmp_path / "eval2.json"
     torchrun(str(RECIPE), *overrides, "--then-eval", odd_split, str(out))

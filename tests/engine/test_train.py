@@ -160,12 +160,40 @@ def test_too_small_num_classes_is_found_when_the_dataset_is_read(tiny_config):
         run_training(tiny_config(**{"data.num_classes": 3}))
 
 
-def test_nan_in_the_first_epoch_says_there_is_no_checkpoint_and_no_fp32_hint_in_fp32(tiny_config):
-    cfg = tiny_config(**{"optim.name": "sgd", "optim.lr": 1e30, "train.grad_clip": "null", "train.epochs": 2})
-    with pytest.raises(NonFiniteLossError) as err:
+def test_nan_in_the_first_epoch_says_there_is_no_checkpoint_and_no_fp32_hint_in_fp32(tiny_config, caplog):
+    import logging
+    import re
+
+    cfg = tiny_config(**{"optim.name": "sgd", "optim.lr": 1e30, "train.grad_clip": "null", "train.epochs": 2,
+                         "data.batch_size": 1, "train.log_every": 2})  # 12 steps per epoch, checked every 2
+    with caplog.at_level(logging.INFO, logger="vidattn.engine.train"), pytest.raises(NonFiniteLossError) as err:
         run_training(cfg)
     msg = str(err.value)
     assert "no checkpoint yet" in msg and "precision=fp32" not in msg and "lower optim.lr" in msg
+    # the stop comes at the first check after the first bad step: within log_every steps
+    bad = int(re.search(r"non-finite loss \((?:nan|inf|-inf)\) at optimizer step (\d+)", msg).group(1))
+    logged = [int(m.group(1)) for r in caplog.records if (m := re.match(r"step (\d+)/24 ", r.getMessage()))]
+    assert logged == list(range(2, bad + 1, 2)), (bad, logged)
+
+
+def test_log_every_reads_the_device_sums_without_changing_a_number(tiny_config, caplog):
+    import logging
+
+    knobs = {"data.batch_size": 2, "train.accumulate_steps": 2, "train.epochs": 2, "train.grad_clip": 1.0,
+             "optim.name": "sgd", "optim.lr": 0.05}  # 6 batches per epoch, 3 optimizer steps
+    runs = {}
+    for every in (1, 50):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="vidattn.engine.train"):
+            result = run_training(tiny_config(**knobs, **{"train.log_every": every, "train.run_name": f"e{every}"}))
+        runs[every] = result.run_dir
+        steps = [r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("step ")]
+        assert steps == ([f"{k}/6" for k in range(1, 7)] if every == 1 else []), steps
+    rows = [[{k: v for k, v in r.items() if k != "train_clips_per_s"} for r in read_metrics_csv(d / "metrics.csv")]
+            for d in runs.values()]
+    assert rows[0] == rows[1] and len(rows[0]) == 2
+    a, b = (load_file(d / "model_last.safetensors") for d in runs.values())
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_sigint_marks_the_run_interrupted_and_prints_the_resume_command(tiny_synth, tmp_path):
