@@ -34,6 +34,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from vidattn.models import build_from_weights
 from vidattn.models.compat import find_weights
+from vidattn.models.fast import optimize
 from vidattn.runtime import apply_requested_cpu_settings
 
 logger = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ class Predictor:
         self.plan = dataclasses.replace(plan, reasons=(*plan.reasons, *done))
         if self.plan.channels_last:
             to_channels_last(model)
+        optimize(model)  # fast modules in place of the reference ones (vidattn.models.fast)
         self.model = model
         self._forward: nn.Module = model
         if self.plan.compile:
