@@ -106,7 +106,7 @@ def test_fused_residual_blocks_equal_reference_blocks(block_type, attn):
     ref.downsample = torch.nn.Sequential(torch.nn.Conv2d(6, cout, 1, stride=2, bias=False),
                                          torch.nn.BatchNorm2d(cout)).eval()
     fast = fast_copy(ref)
-    assert type(fast).__name__ == "Fast" + block_type.__name__
+    assert type(fast).__name__ == ("Fast" if attn else "") + block_type.__name__
     x = torch.randn(8, 6, 10, 10)
     xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
     (out_r, maps_r), (out_f, maps_f) = ref.forward_with_maps(xr), fast.forward_with_maps(xf)
@@ -216,7 +216,9 @@ def test_optimize_leaves_foreign_subclasses_and_reference_undoes_it():
     reference(model)
     assert not any(type(m).__name__.startswith("Fast") for m in model.modules())
     r50 = vidattn.create_model("tsm_r50", num_classes=3, num_segments=4, base_width=8)
-    assert type(optimize(r50).backbone.layer1[0]) is FastBottleneck
+    assert type(optimize(r50).backbone.layer1[0]) is Bottleneck  # no attention: nothing to fuse
+    cbam = vidattn.create_model("tsm_cbam_r50", num_classes=3, num_segments=4, base_width=8)
+    assert type(optimize(cbam).backbone.layer1[0]) is FastBottleneck
 
 
 def test_fast_path_on_a_folded_channels_last_model_keeps_the_maps():

@@ -6,19 +6,23 @@ buffer and name (state dicts, `open_masks`, isinstance checks are unchanged) and
 computing the same sums faster on CPU; `tests/models/test_fast.py` checks every one against its reference,
 outputs and gradients. `reference(model)` swaps them back. The Predictor (`vidattn.inference`) applies
 `optimize`; anything else may (gradients are right: every in-place or fused shortcut runs only when
-autograd is off). What each one buys, measured on this project's 2-core CPU (docs/performance.md):
+autograd is off). What each one buys, measured on this project's 2-core CPU (`benchmarks/fast.py`,
+docs/performance.md, fp32, 8x224 / 16x112 clips):
 
-- `FastW3`: W3 on channels-last memory: every full-size multiply on the 4D `(N*T, C, H, W)` map, not a
-  5D view of it; a 3D network's channels-last-3d map attended as the `(N*T, C, H, W)` frames it is in
-  memory; the avg/max descriptors through one MLP call; eq. 4's depthwise 1D convs as k shifted
-  multiply-adds on `(N, T, C)`; eq. 6's 3D convs as 2D convs over stacked neighbouring frames.
-- `FastCBAM`, `FastBasicBlock`, `FastBottleneck`: the block hands its identity to the attention, whose last
-  mask multiply and the residual add run as one `addcmul` pass, written into the block's own map without
-  autograd.
-- `FastC3D`: the UCF-101 model's Conv3d layers as 2D convs over the kt neighbouring frames stacked as
-  channels (PyTorch's CPU Conv3d runs a slow vol2col kernel for 3 input channels), the ReLU/sigmoid fused
-  into oneDNN's conv on large maps without autograd, the gate multiply in place, the 3D adaptive average
-  pooling as 2D pooling per frame then a mean over time (slow on channels-last-3d maps otherwise).
+- `FastW3` (TSM+W3-R50 1.36-1.42x the reference on channels-last memory, the 16 W3 modules 2.9-3.3x):
+  every full-size multiply on the 4D `(N*T, C, H, W)` map, not a 5D view of it; a 3D network's
+  channels-last-3d map attended as the `(N*T, C, H, W)` frames it is in memory; the avg/max descriptors
+  through one MLP call; eq. 4's depthwise 1D convs as k shifted multiply-adds on `(N, T, C)` (3-7% of W3's
+  time); eq. 6's 3D convs as 2D convs over stacked neighbouring frames (8-14%).
+- `FastCBAM`, and `FastBasicBlock`/`FastBottleneck` for blocks with W3 or CBAM: the block hands its identity
+  to the attention, whose last mask multiply and the residual add run as one `addcmul` pass, written into
+  the block's own map without autograd (W3 modules with their add: 1.08x).
+- `FastC3D` (2.1x): the UCF-101 model's Conv3d layers as 2D convs over the kt neighbouring frames stacked
+  as channels (PyTorch's CPU Conv3d runs a slow vol2col kernel for 3 input channels), the ReLU/sigmoid
+  fused into oneDNN's conv on large maps without autograd (1.01-1.11x; the layer's only private torch op),
+  the gate multiply in place, the 3D adaptive average pooling as 2D pooling per frame then a mean over
+  time (slow on channels-last-3d maps otherwise).
+Measured and dropped: folding the clip into channels-last frames for the stem (no gain).
 """
 
 from __future__ import annotations
@@ -38,14 +42,13 @@ def optimize(model: nn.Module) -> nn.Module:
     """Swap every reference module of `model` that has a fast equivalent for it, in place; returns `model`.
 
     Modules keep their parameters and names; only their class (hence forward) changes. Subclasses of the
-    reference modules (someone else's variant) are left alone, and so are blocks whose attention has no
-    fast equivalent.
+    reference modules (someone else's variant) are left alone, and so are blocks without W3/CBAM attention
+    (nothing to fuse: the reference block already adds in place).
     """
     for module in model.modules():
         fast = FAST.get(type(module))
-        blocked = isinstance(module, (BasicBlock, Bottleneck)) and module.attn is not None \
-            and type(module.attn) not in _FUSABLE_ATTENTION  # its attention cannot take the identity
-        if fast is not None and not blocked:
+        unfusable = isinstance(module, (BasicBlock, Bottleneck)) and type(module.attn) not in _FUSABLE_ATTENTION
+        if fast is not None and not unfusable:
             module.__class__ = fast
     return model
 
