@@ -44,6 +44,7 @@ from vidattn.config import Config, DataConfig, apply_overrides, config_from_dict
 from vidattn.data.clips import Clips, InputSpec, load_clips
 from vidattn.models import build_from_weights
 from vidattn.models.compat import find_weights
+from vidattn.models.fast import optimize
 from vidattn.runs import CHECKPOINT, CONFIG_FILE, LAST_WEIGHTS
 from vidattn.runtime import apply_requested_cpu_settings
 
@@ -352,6 +353,7 @@ class Predictor:
         self.plan = dataclasses.replace(plan, reasons=(*plan.reasons, *done))
         if self.plan.channels_last:
             to_channels_last(model)
+        optimize(model)  # fast modules in place of the reference ones (vidattn.models.fast)
         self.model = model
         self.spec = spec
         self.spec_origin = spec_origin

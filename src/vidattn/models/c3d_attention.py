@@ -6,6 +6,8 @@ computed from F, multiplied elementwise with F; 3D average pooling; fully connec
 dropout 0.25; a classifier over the 101 classes. Trained from scratch (no pre-training).
 Open choices (docs/models.md): conv kernel 3x3x3, gate = sigmoid of a 1x1x1 conv of F, pooling to
 4x14x14 (average pooling 4x8x8 at 16x112x112), one hidden FC layer of 512.
+This forward is the reference (plain `nn.Conv3d` and `nn.AdaptiveAvgPool3d`); `vidattn.models.fast` swaps
+in `FastC3D` (the same sums as 2D convs over stacked frames), tested against it.
 """
 
 from __future__ import annotations
@@ -14,11 +16,8 @@ import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vidattn.models.attention.gating import apply_mask
-from vidattn.models.frames import as_frames, conv3d_on_frames
 from vidattn.models.heads import ClassifierHead
 from vidattn.models.recognizer import Logits, VideoModel, VideoOutput
 
@@ -54,35 +53,21 @@ class C3DAttention(VideoModel):
         self.head = ClassifierHead(width, num_classes, dropout=0.0, init_std=0.01)
 
     def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
-        """Features F (or F * gate) as `(B, C, T, H, W)`; on CPU a view of channels-last frames.
-
-        Speed (docs/performance.md): the clip is processed as frames, the 3D convs as 2D convs over stacked
-        neighbouring frames with ReLU/sigmoid fused (`frames.conv3d_on_frames`), the gate multiply in place
-        when autograd is off: the same sums as the Conv3d layers.
-        """
+        """Features F (or F * gate) as `(B, C, T, H, W)`; with `keep_maps` the gate averaged over channels
+        (B, T, H, W) as attention map "gate"."""
         self.check_clip(x)
-        f = conv3d_on_frames(x.transpose(1, 2), self.conv, "relu")  # (B, T, C, H, W)
+        f = torch.relu(self.conv(x))  # the 3D-CNN features F
         maps: dict[str, dict[str, Tensor]] = {}
         if self.gate is not None:
-            g = conv3d_on_frames(f, self.gate, "sigmoid") if isinstance(self.gate, nn.Conv3d) else torch.sigmoid(f)
+            g = torch.sigmoid(self.gate(f))  # the sigmoid gate
             if keep_maps:
-                maps["gate"] = {"spatial": g.mean(dim=2)}  # (B, T, H, W), averaged over channels
-            f = apply_mask(f, g, overwrite=True)  # f is this forward's own map
-        return VideoOutput(logits=(), features=f.transpose(1, 2), attention=maps)
-
-    def pool_features(self, features: Tensor) -> Tensor:
-        """The 3D adaptive average pooling of `features` (B, C, T, H, W), computed as 2D pooling per frame,
-        then over time: the same averages (each output bin is a product of a time and a space bin)."""
-        b, c, t = features.shape[:3]
-        t_out, h_out, w_out = self.pool.output_size
-        frames = F.adaptive_avg_pool2d(as_frames(features), (h_out, w_out))
-        frames = frames.reshape(b, t, c, h_out, w_out)
-        if t % t_out == 0:  # equal bins: a mean over each group of frames
-            return frames.view(b, t_out, t // t_out, c, h_out, w_out).mean(dim=2).transpose(1, 2)
-        return F.adaptive_avg_pool3d(frames.transpose(1, 2), (t_out, h_out, w_out))
+                maps["gate"] = {"spatial": g.mean(dim=1)}
+            f = f * g
+        return VideoOutput(logits=(), features=f, attention=maps)
 
     def forward_head(self, features: Tensor) -> Logits:
-        return self.head(self.fc(self.pool_features(features)))
+        """3D average pooling, the fully connected layers, the classifier."""
+        return self.head(self.fc(self.pool(features)))
 
     def reset_classifier(self, num_classes: int | Sequence[int], dropout: float | None = None) -> None:
         self.head = ClassifierHead(self.num_features, num_classes, dropout=0.0, init_std=0.01)

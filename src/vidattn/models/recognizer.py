@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from vidattn.models.heads import ClassifierHead
@@ -79,11 +78,11 @@ class VideoRecognizer(VideoModel):
     def forward_features(self, x: Tensor, keep_maps: bool = False) -> VideoOutput:
         """Backbone and AFR: the refined feature map (and attention maps when `keep_maps`)."""
         self.check_clip(x)
-        b, _, t = x.shape[:3]
         if self.per_frame:
+            t = x.shape[2]
             if t != self.num_segments:
                 raise ValueError(f"model built for num_segments={self.num_segments} got clips of {t} frames")
-            x = _fold_frames(x, _is_channels_last(getattr(self.backbone, "conv1", None)))
+            x = x.transpose(1, 2).flatten(0, 1)  # (B*T, 3, H, W): frames folded into the batch
         stages = self.backbone.forward_features(x, self.num_segments if self.per_frame else None, keep_maps)
         features = stages.features
         if self.afr is not None:
@@ -104,18 +103,3 @@ class VideoRecognizer(VideoModel):
         """Replace the classifier (fine-tuning on a new label space)."""
         p = self.head.dropout.p if isinstance(self.head.dropout, nn.Dropout) else 0.0
         self.head = ClassifierHead(self.num_features, num_classes, p if dropout is None else dropout)
-
-
-def _is_channels_last(conv: nn.Module | None) -> bool:
-    w = getattr(conv, "weight", None)
-    return w is not None and w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last) \
-        and not w.is_contiguous()
-
-
-def _fold_frames(x: Tensor, channels_last: bool) -> Tensor:
-    """(B, C, T, H, W) -> (B*T, C, H, W) frames in one copy, channels-last when the stem conv is, so the
-    stem does not convert its input again."""
-    b, c, t, h, w = x.shape
-    if channels_last:
-        return x.permute(0, 2, 3, 4, 1).reshape(b * t, h, w, c).permute(0, 3, 1, 2)
-    return x.transpose(1, 2).reshape(b * t, c, h, w)

@@ -9,9 +9,11 @@ Slots, in the style of timm's `attn_layer` (STYLE.md):
 - `temporal`: a module applied to the residual branch input ("residual", TSM's "blockres") or to the
   whole block input ("block"): temporal shift or TAM.
 - `attn`: applied to the residual branch output after its last BN, before the residual add (CBAM's
-  placement; W3 "at each residual block"). Its `forward_with_maps(x, residual, overwrite)` returns
-  `attention(x) + residual` and the masks, so the add joins its last multiply (`attention.gating`).
+  placement; W3 "at each residual block"). Its `forward_with_maps(x)` returns the attended map and its
+  masks, so the maps come from the same forward.
 - `post`: applied to the block output (TSM's non-local blocks).
+A block's forward is the reference (`out = attn(out); out += identity; relu`); `vidattn.models.fast` swaps
+in blocks whose attention adds the identity in its last multiply, tested against these.
 """
 
 from __future__ import annotations
@@ -77,20 +79,26 @@ class _ResidualBlock(nn.Module):
         return self.forward_with_maps(x)[0]
 
     def forward_with_maps(self, x: Tensor) -> tuple[Tensor, dict[str, Tensor] | None]:
+        """The block output and the attention's masks (None without attention)."""
+        out, identity = self.branches(x)
+        maps = None
+        if self.attn is not None:
+            out, maps = self.attn.forward_with_maps(out)
+        out += identity  # in place, as torchvision does: `out` is this block's own tensor
+        return self.finish(out), maps
+
+    def branches(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The residual branch output (temporal slot, conv-BN stack) and the identity (downsampled)."""
         if self.temporal is not None and self.temporal_place == "block":
             x = self.temporal(x)
         identity = x if self.downsample is None else self.downsample(x)
         branch = self.temporal(x) if self.temporal is not None and self.temporal_place == "residual" else x
-        out = self.residual(branch)
-        maps = None
-        if self.attn is not None:  # the attention adds the identity in its last multiply (one pass)
-            out, maps = self.attn.forward_with_maps(out, residual=identity, overwrite=True)
-        else:
-            out += identity  # in place, as torchvision does: `out` is the block's own BN output
+        return self.residual(branch), identity
+
+    def finish(self, out: Tensor) -> Tensor:
+        """ReLU after the residual add, then the post slot."""
         out = self.relu(out)
-        if self.post is not None:
-            out = self.post(out)
-        return out, maps
+        return out if self.post is None else self.post(out)
 
 
 class BasicBlock(_ResidualBlock):
