@@ -13,9 +13,9 @@ How each format is made (docs/deploy.md):
   adaptive average pooling of any output size (AFR's eq. 7 pools masks to the last stage's size), so it is
   first rewritten as two 2D adaptive poolings, which PyTorch decomposes into plain pooling/gathers;
 - "torchscript": `torch.jit.trace`.
-Tracing runs with autograd on, as `torch.export` traces: the eager model's no-grad-only shortcuts (buffers
-overwritten in place, oneDNN's fused conv+activation in `models/frames.py`) stay out of the graph; every
-runtime applies its own fusions.
+What is exported is the reference model (`models.fast.reference` undoes the Predictor's fast layer on the
+copy), traced with autograd on: no fast-layer shortcut (oneDNN's fused conv+activation, buffers overwritten
+in place) reaches the graph; every runtime applies its own fusions.
 
 After every export the written file is loaded and run (onnxruntime, `torch.jit.load`, `torch.export.load`) on
 a random clip batch that is not the one it was traced with (another batch size when the batch is dynamic),
@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from vidattn.data.clips import InputSpec
 from vidattn.inference import ClassNames, default_spec, fold_batchnorm, resolve_class_names, resolve_model_input
+from vidattn.models.fast import reference as reference_modules
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str = "onnx", *,
     traced_batch = max(batch, 2) if dynamic_batch else batch
     example = _random((traced_batch, *shape[1:]), seed=0)
     check = _random((traced_batch + 1 if dynamic_batch else batch, *shape[1:]), seed=1)
-    reference_model = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    reference_model = reference_modules(copy.deepcopy(model)).to("cpu", torch.float32).eval()
     reference = _outputs(_run_eager(reference_model, check))
     fold_batchnorm(reference_model)  # now the model to export (exact in eval mode)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,9 @@ the convs):
   3D-conv models (the UCF-101 paper's C3D, I3D) stay in fp32 on CPU: with 3 input channels and cheap
   layers their bf16 pooling/conversions cost more than the convolutions save.
 - memory format: channels-last (`channels_last_3d` for 3D convs) for every 2D/3D conv weight, so oneDNN/cuDNN
-  pick their NHWC kernels; the recognizer then folds clips into channels-last frames directly.
+  pick their NHWC kernels.
+- the fast layer: `vidattn.models.fast.optimize` swaps W3, CBAM, their blocks and C3D for fast equivalents
+  (same parameters, parity-tested against the reference modules), always.
 - compile: `torch.compile` with inductor freezing (constant-folded BN, weights pre-packed), off by default
   (the first call compiles for tens of seconds).
 On CPU the Predictor tunes glibc's allocator only if the process opted in (`VIDATTN_CPU_ALLOCATOR=tuned`,
