@@ -14,10 +14,10 @@ import pytest
 import torch
 from torch import nn
 
+from vidattn.data.clips import InputSpec
 from vidattn.export import FORMATS, ExportError, adaptive_avg_pool3d, export_model, load_exported, require_onnx
 from vidattn.models import create_model, save_weights
 from vidattn.models.temporal_shift import TemporalShift
-from vidattn.predict import InputSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -72,7 +72,7 @@ def build(name):
     options, frames, size = MODELS[name]
     model = trained_like(create_model(name, 5, frames, **options))
     sampling = "consecutive" if name.startswith("c3d") else "dense" if name.startswith("i3d") else "tsn"
-    return model, InputSpec(frames, sampling, size=size)
+    return model, InputSpec(frames, sampling, size=size, resize=size * 8 // 7)  # 256 / 224, as for ImageNet
 
 
 @pytest.mark.parametrize("name, fmt", CASES)
