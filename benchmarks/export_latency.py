@@ -29,9 +29,8 @@ import torch
 
 from models import interleaved, paired_ratio
 from vidattn.export import FORMATS, export_model, load_exported
-from vidattn.inference import Predictor, bf16_is_fast
+from vidattn.inference import Predictor, bf16_is_fast, default_spec
 from vidattn.models import create_model
-from vidattn.predict import input_spec
 from vidattn.runtime import tune_cpu_allocator
 
 
@@ -39,7 +38,7 @@ def bench_model(name: str, options: dict, frames: int, size: int, batch: int, fo
                 warmup: int, workdir: Path) -> tuple[list[dict], list[dict]]:
     """Rows (ms per call of each path) and ratios (each exported file against each PyTorch path)."""
     model = create_model(name, 174, frames, **options).eval()
-    spec = input_spec(model, size=size)
+    spec = default_spec(frames, [f"data.crop_size={size}"])  # the Predictor's input for a bare model
     clips = torch.randn(batch, 3, frames, size, size)
     fp32, default = Predictor(copy.deepcopy(model), precision="fp32"), Predictor(copy.deepcopy(model))
     paths = {"pytorch eager fp32": lambda: _no_grad(model, clips),

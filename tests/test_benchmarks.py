@@ -36,3 +36,19 @@ def test_models_benchmark_writes_rows_and_paired_ratios(tmp_path):
         assert abs(r["value"] - (per_round[0] + per_round[1]) / 2) < 1e-9  # median of two rounds
     assert any(r["ratio"].startswith("fp32 eager / train step") for r in result["ratios"])
     assert result["meta"]["cpu_allocator_tuned"] in (True, False)
+
+
+def test_export_latency_benchmark_exports_times_and_writes_its_ratios(tmp_path):
+    out = tmp_path / "export.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/export_latency.py"), "--models", "tsm_r18", "--options",
+         '{"base_width": 8}', "--frames", "4", "--size", "64", "--formats", "torchscript", "--repeats", "2",
+         "--warmup", "1", "--threads", "1", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    result = json.loads(out.read_text())
+    paths = {r["path"] for r in result["rows"]}
+    assert "pytorch eager fp32" in paths and any(p.startswith("torchscript") for p in paths)
+    assert all(r["ms"] > 0 and len(r["round_ms"]) == 2 for r in result["rows"])
+    assert {r["ratio"].split(" / ")[1] for r in result["ratios"]} == paths - {
+        p for p in paths if p.startswith("torchscript")}
