@@ -102,6 +102,23 @@ def test_cli_flag_opts_the_process_and_its_children_in():
     assert out.stderr.split()[-2:] == ["True", "tuned"]
 
 
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize("given, expected", [(None, ["True", "tuned"]), ("system", ["False", "system"])])
+def test_experiment_commands_opt_their_trials_in_unless_the_environment_chose(given, expected):
+    """`vidattn quickstart` / `benchmark` opt in their trial processes (through the environment), unless
+    `VIDATTN_CPU_ALLOCATOR` is already set."""
+    code = ("import os, sys; from vidattn import runtime; from vidattn.cli import _experiment_allocator; "
+            "_experiment_allocator(); "
+            "print(runtime.cpu_allocator_tuned(), os.environ['VIDATTN_CPU_ALLOCATOR'], file=sys.stderr)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("VIDATTN_CPU_ALLOCATOR", None)
+    env.pop("MALLOC_MMAP_THRESHOLD_", None)
+    if given:
+        env["VIDATTN_CPU_ALLOCATOR"] = given
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stderr.split()[-2:] == expected
+
+
 def test_only_runtime_and_the_cli_opt_in():
     """No library module calls the unconditional `tune_cpu_allocator()`: they go through the opt-in check."""
     root = Path(vidattn.__file__).parent
