@@ -63,8 +63,10 @@ class StepResult:
 class OnlineRecognizer:
     """Frame-by-frame recognition with a causal 2D recognizer (see the module docstring).
 
-    `model` (taken over as the Predictor takes its model: pass a copy to keep training it) must be a causal
-    2D recognizer; `spec`: its input (default: the config defaults, `inference.resolve_model_input`).
+    `model` must be a causal 2D recognizer. The runner's 1-frame twin shares its parameters and buffers (moved
+    with the twin to `device`); the Predictor prepares the twin only (eval mode, BatchNorm folded into copies
+    of the convs, fast modules), so build a new runner after changing the weights. `spec`: its input
+    (default: the config defaults, `inference.resolve_model_input`).
     `fast=False` runs the reference modules with BatchNorm unfolded on contiguous memory (for checking).
     `dtype`: None or torch.float32 (the model's own precision), torch.bfloat16 / torch.float16 (autocast, as
     the Predictor's `precision`). `classes`: names per head (else resolved as the Predictor's).
