@@ -140,20 +140,3 @@ def test_the_report_and_plot_show_early_recognition_over_seeds(tmp_path):
     assert "| TSM | 11.0 ± 1.0 | 21.0 ± 1.0 |" in report
     png = plot_early_recognition(stats, rows, frames, tmp_path / "early.png")
     assert png.stat().st_size > 1000
-
-
-def test_with_num_segments_keeps_the_weights_for_another_clip_length():
-    import torch
-
-    from vidattn.models import create_model, with_num_segments
-
-    torch.manual_seed(0)
-    model = create_model("tsm_w3_r18", 3, 4, base_width=4).eval()
-    twin = with_num_segments(model, 2)
-    assert twin.num_segments == 2 and not twin.training
-    clip = torch.randn(1, 3, 2, 32, 32)
-    fresh = create_model("tsm_w3_r18", 3, 2, base_width=4).eval()
-    fresh.load_state_dict(model.state_dict())
-    torch.testing.assert_close(twin(clip), fresh(clip))
-    with pytest.raises(ValueError, match="not built by create_model"):
-        with_num_segments(torch.nn.Linear(2, 2), 2)

@@ -232,9 +232,10 @@ def _test_metrics(weights: Path, cfg: Any, pairs: Sequence[Sequence[int]]) -> di
 def early_recognition(weights: Path, cfg: Any) -> dict[str, float]:  # noqa: ANN401
     """Test-split top-1 (percent) after seeing the first k of each clip's T frames, k = 1..T (keys "1".."T").
 
-    The model runs on the first k frames as a k-frame model with the same weights (TSN consensus over those
-    k frames). For a causal model this is exactly its online prediction after k frames (`vidattn.online`:
-    no frame sees a later one); an offline model sees a clip cut short (its shift meets zeros after frame k).
+    The model runs on the first k frames as a k-frame twin of itself (`VideoRecognizer.with_num_segments`,
+    the same weights; TSN consensus over those k frames). For a causal model this is exactly its online
+    prediction after k frames (`vidattn.online`: no frame sees a later one); an offline model sees a clip
+    cut short (its shift meets zeros after frame k).
     2D recognizers only (their weights do not depend on the number of frames).
     """
     import torch
@@ -242,12 +243,11 @@ def early_recognition(weights: Path, cfg: Any) -> dict[str, float]:  # noqa: ANN
     from vidattn.engine.builders import build_eval_loader, build_model_from_weights
     from vidattn.engine.distributed import DistInfo
     from vidattn.inference import Predictor
-    from vidattn.models import with_num_segments
 
     device = torch.device("cpu")
     model = build_model_from_weights(weights, cfg)
     frames = cfg.data.num_segments
-    predictors = {k: Predictor(with_num_segments(model, k), device=device, precision=cfg.train.precision)
+    predictors = {k: Predictor(model.with_num_segments(k), device=device, precision=cfg.train.precision)
                   for k in range(1, frames + 1)}
     loader, _ = build_eval_loader(cfg, cfg.data.test_split or "test", DistInfo(device=device))
     correct, total = np.zeros(frames), 0

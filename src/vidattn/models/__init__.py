@@ -3,7 +3,7 @@
 from vidattn.models import zoo as _zoo  # noqa: F401  (registers every model)
 from vidattn.models.compat import CheckpointError, LoadReport, load_pretrained, load_weights, save_weights
 from vidattn.models.recognizer import VideoModel, VideoOutput, VideoRecognizer
-from vidattn.models.registry import build_from_weights, create_model, list_models, register_model, with_num_segments
+from vidattn.models.registry import build_from_weights, create_model, list_models, register_model
 
 __all__ = [
     "CheckpointError",
@@ -18,5 +18,4 @@ __all__ = [
     "load_weights",
     "register_model",
     "save_weights",
-    "with_num_segments",
 ]

@@ -72,23 +72,6 @@ def create_model(
     return model
 
 
-def with_num_segments(model: nn.Module, num_segments: int) -> nn.Module:
-    """A new model like `model` (built by `create_model`) for clips of `num_segments` frames, with its weights.
-
-    Only for models whose parameters do not depend on the clip length (2D recognizers: TSN, TSM, TAM, W3,
-    CBAM, non-local); the copy is in `model`'s mode, dtype and device, built from the reference modules.
-    """
-    config = getattr(model, "vidattn_config", None)
-    if not config:
-        raise ValueError("with_num_segments: the model was not built by create_model (no vidattn_config)")
-    kwargs = {**(config.get("options") or {}), "num_classes": config["num_classes"], "num_segments": num_segments}
-    twin = create_model(config["name"], **kwargs)
-    first = next(model.parameters())
-    twin.to(device=first.device, dtype=first.dtype).train(model.training)
-    twin.load_state_dict(model.state_dict(), strict=True)
-    return twin
-
-
 def build_from_weights(path: str | Path) -> nn.Module:
     """Rebuild the model saved by `save_weights(model, path)` and load its weights (strictly).
 
