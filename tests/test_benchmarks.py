@@ -52,3 +52,16 @@ def test_export_latency_benchmark_exports_times_and_writes_its_ratios(tmp_path):
     assert all(r["ms"] > 0 and len(r["round_ms"]) == 2 for r in result["rows"])
     assert {r["ratio"].split(" / ")[1] for r in result["ratios"]} == paths - {
         p for p in paths if p.startswith("torchscript")}
+
+
+def test_online_benchmark_streams_both_models_and_writes_latencies(tmp_path):
+    out = tmp_path / "online.json"
+    subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks/online.py"), "--threads", "1", "--frames", "3", "--rounds", "2",
+         "--precision", "fp32", "--size", "32", "--out", str(out)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )
+    result = json.loads(out.read_text())
+    assert {r["model"] for r in result["rows"]} == {"tsm_r50 (causal)", "tsm_w3_r50 (causal, AFR)"}
+    assert all(r["frames"] == 6 and 0 < r["median_ms"] <= r["p95_ms"] and r["fps"] > 0 for r in result["rows"])
+    assert result["w3_over_tsm"]["fp32"] > 0
