@@ -19,7 +19,7 @@ LAYERS = [
     {"models"},
     {"inference"},
     {"engine", "analysis", "predict", "export"},
-    {"experiments"},
+    {"experiments", "stream"},
     {"benchmark"},
     {"quickstart"},
     {"cli"},
