@@ -18,7 +18,7 @@ LAYERS = [
     {"data"},
     {"models"},
     {"inference"},
-    {"engine", "analysis", "predict", "export"},
+    {"engine", "analysis", "predict", "export", "online"},
     {"experiments", "stream"},
     {"benchmark"},
     {"quickstart"},

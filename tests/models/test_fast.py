@@ -178,6 +178,7 @@ def test_fused_activation_equals_activation_after_conv(activation):
 
 @pytest.mark.parametrize(("name", "options", "shape"), [
     ("tsm_w3_r18", {"base_width": 8}, (2, 3, 4, 32, 32)),
+    ("tsm_w3_r18", {"base_width": 8, "causal": True}, (2, 3, 4, 32, 32)),  # causal convs called as modules
     ("tsm_cbam_r18", {"base_width": 8}, (2, 3, 4, 32, 32)),
     ("i3d_w3_r18", {"base_width": 8}, (1, 3, 4, 32, 32)),
     ("c3d_attention", {"channels": 8, "pool_output": (2, 4, 4), "hidden": (16,)}, (2, 3, 4, 24, 24)),
