@@ -188,9 +188,9 @@ class StreamSummary:
                "error": "source failed"}[self.ended]
         lat = self.latency()
         top = f"{self.final[0]['label']} ({self.final[0]['probability']:.3f})" if self.final else "none"
-        return (f"{self.source}: {how}; {self.processed} frames processed, {self.dropped} dropped of "
-                f"{self.decoded} decoded; latency mean {lat['mean']:.1f} / median {lat['median']:.1f} / "
-                f"p95 {lat['p95']:.1f} ms; {self.fps:.1f} fps; final prediction: {top}")
+        return (f"{self.source}: {how}; frames: {self.processed} processed, {self.dropped} dropped, "
+                f"{self.decoded} decoded; latency ms: mean {lat['mean']:.1f}, median {lat['median']:.1f}, "
+                f"p95 {lat['p95']:.1f}; {self.fps:.1f} fps; final prediction: {top}")
 
 
 def check_source(source: str | os.PathLike) -> None:
