@@ -207,6 +207,10 @@ def test_cli_json_lines_and_one_line_errors(media, tmp_path, capsys):
     assert 0 < processed < 60 and len(err) == 2
     assert err[0].startswith(f"vidattn: error: {tmp_path / 'cut.avi'}: truncated: the container lists 60 frames")
     assert f"source failed; frames: {processed} processed" in err[1]
+    # a video the annotation cannot write: one line, before the stream starts
+    assert main(["stream", str(media["video"]), "--weights", str(media["w3"]), "--video", str(tmp_path / "a.gif")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"vidattn: error: {tmp_path / 'a.gif'}: unsupported video "
+                                                           "extension '.gif'; use .mp4 or .avi"]
     # a missing file: one line, before any model is loaded
     assert main(["stream", str(tmp_path / "nope.mp4"), "--weights", str(tmp_path / "no-run")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"vidattn: error: {tmp_path / 'nope.mp4'}: no such "

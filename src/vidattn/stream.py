@@ -36,7 +36,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -229,8 +228,8 @@ class _Annotator:
     spatial mask (when the step has one) overlaid on a colour scale of the masks' running min..max."""
 
     def __init__(self, path: str | os.PathLike, spec: Any) -> None:  # noqa: ANN401 (an InputSpec)
-        self.path, self.spec = Path(path), spec
-        self.writer: VideoWriter | None = None
+        self.spec = spec
+        self.writer = VideoWriter(path, fps=30.0)  # a wrong extension fails here, before the stream starts
         self.lo, self.hi = np.inf, -np.inf
 
     def write(self, x: torch.Tensor, mask: torch.Tensor | None, video_top: list[dict[str, Any]], fps: float) -> None:
@@ -240,13 +239,12 @@ class _Annotator:
             up = aggregate_maps({"mask": m}, 1, view.shape[:2])[0].numpy()
             self.lo, self.hi = min(self.lo, float(up.min())), max(self.hi, float(up.max()))
             view = overlay(view, up, self.lo, max(self.hi, self.lo + 1e-6))
-        if self.writer is None:
-            self.writer = VideoWriter(self.path, fps or 30.0)
+        if self.writer.frames == 0:
+            self.writer.fps = fps or self.writer.fps  # the source's rate, known once it is open
         self.writer.write(annotate_frames(view[None], {"topk": video_top}, k=1)[0])
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        self.writer.close()
 
 
 def run_stream(
@@ -277,6 +275,8 @@ def run_stream(
     a device or URL may take to open or to send data; ``frame_template`` / ``start_index`` / ``fps``: the file
     names and frame rate of a frame folder (``fps`` also overrides a video's rate).
     """
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1, got {topk}")
     source = str(source)
     realtime = realtime or source_kind(source) in ("url", "device")
     queue = FrameQueue(queue_size, drop_oldest=realtime)
