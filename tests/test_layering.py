@@ -19,7 +19,7 @@ LAYERS = [
     {"models"},
     {"inference"},
     {"engine", "analysis", "predict", "export", "online"},
-    {"experiments"},
+    {"experiments", "stream"},
     {"benchmark"},
     {"quickstart"},
     {"cli"},
