@@ -80,6 +80,16 @@ def test_list_models_and_flops():
     assert "32.70 GMACs" in vidattn("flops", "tsm_r50").stdout
 
 
+def test_a_closed_stdout_ends_quietly():
+    # `vidattn list-models | head -0`: the reader is gone before the first line; no traceback, the shell's 141
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    with os.fdopen(write_end, "w") as stdout:
+        proc = subprocess.run([sys.executable, "-m", "vidattn.cli", "list-models"], stdout=stdout,
+                              stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    assert proc.returncode == 141 and proc.stderr == ""
+
+
 def test_bad_input_is_one_line_naming_the_problem(tmp_path):
     proc = vidattn("train", tmp_path / "missing.yaml", check=False)
     assert proc.returncode != 0

@@ -236,3 +236,23 @@ def test_ctrl_c_ends_a_realtime_stream_cleanly(media, tmp_path):
     assert 5 <= len(records) < 250
     with av.open(str(mp4)) as c:
         assert sum(1 for _ in c.decode(video=0)) == len(records)
+
+
+def test_a_closed_stdout_ends_the_stream_with_its_summary(media, tmp_path):
+    # `vidattn stream ... | head -n 2`: the reader goes away; the stream ends as on Ctrl-C, the MP4 complete
+    video = encode(tmp_path / "long", moving_square(250), fmt="mp4_h264")
+    mp4 = tmp_path / "annotated.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "vidattn.cli", "stream", str(video), "--weights",
+                             str(media["w3"]), "--video", str(mp4)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    first = [json.loads(proc.stdout.readline()) for _ in range(2)]
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0, err
+    assert [r["frame"] for r in first] == [0, 1]
+    summary = err.strip().splitlines()[-1]
+    assert "output closed; frames: " in summary and "Traceback" not in err and "Exception ignored" not in err, err
+    processed = int(summary.split("frames: ")[1].split(" processed")[0])
+    assert 2 <= processed < 250
+    with av.open(str(mp4)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == processed

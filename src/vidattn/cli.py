@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from vidattn.runtime import ENV_VAR as ALLOCATOR_ENV_VAR
@@ -226,13 +227,23 @@ def _stream(args: argparse.Namespace) -> int:
     recognizer = OnlineRecognizer.from_weights(args.weights, fast=not args.no_fast,
                                                dtype=torch.bfloat16 if args.dtype == "bfloat16" else None)
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
-
-    def emit(record: dict) -> None:
-        out.write(json.dumps(record) + "\n")
-        out.flush()  # a line per frame as it is recognised
+    closed = threading.Event()  # the reader of our stdout went away (`vidattn stream ... | head`)
 
     try:
         with stop_on_sigint() as stop:
+            def emit(record: dict) -> None:
+                if closed.is_set():
+                    return
+                try:
+                    out.write(json.dumps(record) + "\n")
+                    out.flush()  # a line per frame as it is recognised
+                except BrokenPipeError:
+                    if out is not sys.stdout:
+                        raise
+                    _discard_stdout()
+                    closed.set()
+                    stop.set()  # ends the stream as Ctrl-C does: the MP4 closed, the summary printed
+
             summary = run_stream(recognizer, args.source, realtime=args.realtime, max_frames=args.max_frames,
                                  topk=args.topk, on_record=emit, video=args.video, queue_size=args.queue, stop=stop,
                                  timeout=args.timeout, frame_template=args.frame_template,
@@ -240,6 +251,8 @@ def _stream(args: argparse.Namespace) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
+    if closed.is_set():
+        summary.ended = "output_closed"
     if summary.error:
         print(f"vidattn: error: {summary.error}", file=sys.stderr)
     print(summary.line(), file=sys.stderr)
@@ -478,13 +491,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.environ.get("VIDATTN_DEBUG", "") not in ("", "0"):
         return _COMMANDS[args.command](args)  # full tracebacks
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, not at exit: a closed pipe is then caught below
+        return code
+    except BrokenPipeError:  # whoever read our stdout stopped reading (`vidattn predict ... | head`): end quietly
+        _discard_stdout()
+        return 141  # 128 + SIGPIPE: the shell's status of a command ended by a closed pipe
     except _user_errors() as err:
         print(f"vidattn: error: {error_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         print(f"vidattn: {error_line(err) if str(err) else 'interrupted'}", file=sys.stderr)
         return 130
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing more (Python's flush at exit included) writes to a closed pipe."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

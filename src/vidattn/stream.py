@@ -157,7 +157,8 @@ class StreamSummary:
     """What a stream did: frames ``decoded`` from the source, ``processed`` by the model, ``dropped`` by the
     queue (``processed + dropped == decoded``), each step's latency, the wall time from the first frame taken
     to the last result, the final running prediction (top-k), how it ended (``"end"``, ``"max_frames"``,
-    ``"stopped"``, ``"error"``) and, for a source that failed, ``error``: one line naming it and the problem."""
+    ``"stopped"``, ``"error"``; ``vidattn stream`` adds ``"output_closed"``: the reader of its stdout went
+    away) and, for a source that failed, ``error``: one line naming it and the problem."""
 
     source: str
     decoded: int = 0
@@ -184,7 +185,7 @@ class StreamSummary:
     def line(self) -> str:
         """The one-line summary ``vidattn stream`` prints to stderr."""
         how = {"end": "source ended", "max_frames": "max frames reached", "stopped": "stopped",
-               "error": "source failed"}[self.ended]
+               "output_closed": "output closed", "error": "source failed"}[self.ended]
         lat = self.latency()
         top = f"{self.final[0]['label']} ({self.final[0]['probability']:.3f})" if self.final else "none"
         return (f"{self.source}: {how}; frames: {self.processed} processed, {self.dropped} dropped, "
