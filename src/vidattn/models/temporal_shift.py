@@ -14,23 +14,29 @@ from torch import Tensor, nn
 def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
     """Shift 1/fold_div of the channels one frame back and 1/fold_div one frame forward in time.
 
-    Writes each output element exactly once (no zero-filled full tensor), keeps `x`'s memory format.
-    The writes go to the output tensor itself, not through a view of it: tracers that do not follow
-    aliases (the TorchScript-based ONNX exporter) then record them; written through `out.view_as(...)`,
-    that exporter exported the shift as a constant of zeros (`empty_like` folded, the writes lost).
+    The channels of each frame split into three groups: the first `fold` take the next frame's values, the
+    next `fold` the previous frame's, the rest stay; a zero frame fills the missing neighbour at each clip
+    end. Views and concatenations only, no writes into a tensor: exporters trace it as a few Slice/Concat
+    ops and its backward is a slice of the gradient. The output is contiguous; the Predictor's
+    `models.fast.FastTemporalShift` keeps `x`'s memory format.
     """
-    nt, c = x.shape[:2]
+    c = x.shape[1]
+    fold = c // fold_div
+    clips = as_clips(x, num_segments)
+    ahead, behind, kept = clips.split((fold, fold, c - 2 * fold), dim=2)
+    zero = ahead.new_zeros((clips.shape[0], 1, *ahead.shape[2:]))  # one frame of one group
+    ahead = torch.cat((ahead[:, 1:], zero), dim=1)  # frame t sees t+1 ("shift left")
+    behind = torch.cat((zero, behind[:, :-1]), dim=1)  # frame t sees t-1 ("shift right")
+    return torch.cat((ahead, behind, kept), dim=2).view(x.shape)
+
+
+def as_clips(x: Tensor, num_segments: int) -> Tensor:
+    """Frames `(N*T, C, H, W)` viewed as clips `(N, T, C, H, W)` (no copy); a batch of incomplete clips is
+    an error."""
+    nt = x.shape[0]
     if nt % num_segments:
         raise ValueError(f"temporal_shift: batch {nt} is not a multiple of num_segments={num_segments}")
-    fold = c // fold_div
-    src = x.view(nt // num_segments, num_segments, *x.shape[1:])
-    out = torch.empty_like(src)  # same strides as `src`, so the final view keeps x's memory format
-    out[:, :-1, :fold] = src[:, 1:, :fold]  # frame t sees t+1 ("shift left")
-    out[:, -1, :fold] = 0
-    out[:, 1:, fold : 2 * fold] = src[:, :-1, fold : 2 * fold]  # frame t sees t-1 ("shift right")
-    out[:, 0, fold : 2 * fold] = 0
-    out[:, :, 2 * fold :] = src[:, :, 2 * fold :]
-    return out.view(x.shape)
+    return x.view(nt // num_segments, num_segments, *x.shape[1:])
 
 
 class TemporalShift(nn.Module):
