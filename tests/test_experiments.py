@@ -41,7 +41,8 @@ def tiny_budget_and_data(tmp_path_factory):
 
 def test_trials_run_in_processes_mfr_waits_for_its_teacher_and_reruns_skip(tiny_budget_and_data):
     budget, data, root = tiny_budget_and_data
-    rows = (Row("w3", "W3", "tsm_w3_r18", attention=True), Row("w3_mfr", "W3 MFR", "tsm_w3_r18", teacher="w3"),
+    rows = (Row("w3", "W3", "tsm_w3_r18", attention=True, early=True),
+            Row("w3_mfr", "W3 MFR", "tsm_w3_r18", teacher="w3"),
             Row("c3d_attention", "C3D+att", "c3d_attention", c3d=True))
     trials = row_trials(rows, budget, data, None)
     out = root / "exp"
@@ -51,6 +52,11 @@ def test_trials_run_in_processes_mfr_waits_for_its_teacher_and_reruns_skip(tiny_
         assert 0 <= r["test_top1"] <= 100 and r["history"], name
         assert 0 <= r["reversal_pair_accuracy"] <= 100
     assert "where" in results["w3-seed0"]["attention"] and "when" in results["w3-seed0"]["attention"]
+    for seed in (0, 1):  # all 4 frames seen: the test evaluation itself, through the same Predictor path
+        early = results[f"w3-seed{seed}"]["early_recognition"]
+        assert list(early) == ["1", "2", "3", "4"] and all(0 <= v <= 100 for v in early.values())
+        assert early["4"] == pytest.approx(results[f"w3-seed{seed}"]["test_top1"])
+    assert "early_recognition" not in results["w3_mfr-seed0"]
     student = json.loads((out / "runs" / "w3_mfr-seed1" / "trial.json").read_text())
     assert student["config"]["distill"]["teacher"].endswith("w3-seed1")
     c3d = results["c3d_attention-seed0"]["history"][0]
@@ -114,3 +120,23 @@ def test_the_report_shows_each_seed_and_leaves_out_tables_of_rows_not_run():
     assert "Mask initialisation" not in report  # its opt-in rows were not selected
     with_init = benchmark_report(summary, select_rows(["tsm", "tsm_w3", "w3_paper_init", "cbam_paper_init"]))
     assert "Mask initialisation" in with_init
+    assert "Early recognition" not in report  # no trial measured it
+
+
+def test_the_report_and_plot_show_early_recognition_over_seeds(tmp_path):
+    from dataclasses import asdict
+
+    from vidattn.benchmark import benchmark_report, early_metrics, plot_early_recognition
+
+    frames = SynthBudget().num_segments
+    results = {f"{k}-seed{s}": {"key": k, "seed": s, "test_top1": 90.0 + s,
+                                "early_recognition": {str(i): 10.0 * i + s + off for i in range(1, frames + 1)}}
+               for k, off in (("tsm", 0.0), ("tsm_causal", 1.0)) for s in range(3)}
+    stats = aggregate(results, (*METRICS, *early_metrics(frames)))
+    summary = {"stats": stats, "settings": {**asdict(SynthBudget()), "seeds": [0, 1, 2]}, "wall_seconds": 1.0}
+    rows = select_rows(["tsm", "tsm_causal"])
+    report = benchmark_report(summary, rows)
+    assert "## Early recognition" in report
+    assert "| TSM | 11.0 ± 1.0 | 21.0 ± 1.0 |" in report
+    png = plot_early_recognition(stats, rows, frames, tmp_path / "early.png")
+    assert png.stat().st_size > 1000

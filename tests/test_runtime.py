@@ -92,14 +92,30 @@ def test_library_calls_leave_the_allocator_alone_without_opt_in(tmp_path):
 
 @pytest.mark.skipif(not GLIBC, reason="glibc only")
 def test_cli_flag_opts_the_process_and_its_children_in():
-    code = ("import os, sys; from vidattn import runtime; from vidattn.cli import main; "
-            "main(['--tune-allocator', 'list-models', 'tsn_r18']); "
-            "print(runtime.cpu_allocator_tuned(), os.environ['VIDATTN_CPU_ALLOCATOR'], file=sys.stderr)")
+    assert _allocator_after("from vidattn.cli import main; main(['--tune-allocator', 'list-models', 'tsn_r18'])") \
+        == ["True", "tuned"]
+
+
+def _allocator_after(code: str, allocator: str | None = None) -> list[str]:
+    """Whether the allocator is tuned, and VIDATTN_CPU_ALLOCATOR, after `code` runs in a fresh process."""
+    probe = (f"import os, sys; from vidattn import runtime; {code}; "
+             "print(runtime.cpu_allocator_tuned(), os.environ.get('VIDATTN_CPU_ALLOCATOR'), file=sys.stderr)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("VIDATTN_CPU_ALLOCATOR", None)
     env.pop("MALLOC_MMAP_THRESHOLD_", None)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    assert out.stderr.split()[-2:] == ["True", "tuned"]
+    if allocator:
+        env["VIDATTN_CPU_ALLOCATOR"] = allocator
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    return out.stderr.split()[-2:]
+
+
+@pytest.mark.skipif(not GLIBC, reason="glibc only")
+@pytest.mark.parametrize("given, expected", [(None, ["True", "tuned"]), ("system", ["False", "system"])])
+def test_experiment_commands_opt_their_trials_in_unless_the_environment_chose(given, expected):
+    """`vidattn quickstart` / `benchmark` opt in their trial processes (through the environment), unless
+    `VIDATTN_CPU_ALLOCATOR` is already set."""
+    assert _allocator_after("from vidattn.cli import _experiment_allocator; _experiment_allocator()", given) \
+        == expected
 
 
 def test_only_runtime_and_the_cli_opt_in():

@@ -123,8 +123,10 @@ class Row:
     attention: bool = False
     c3d: bool = False
     paper: Mapping[str, float] = field(default_factory=dict)
-    #: In the default run; the others (the init measurement) run when named with `--rows`.
+    #: In the default run; the others (the init measurement, the causal models) run when named with `--rows`.
     default: bool = True
+    #: Measure test top-1 against the number of frames seen (`vidattn.experiments.early_recognition`).
+    early: bool = False
 
 
 _W3 = "tsm_w3_r18"
@@ -133,7 +135,7 @@ _W3 = "tsm_w3_r18"
 BENCHMARK_ROWS: tuple[Row, ...] = (
     Row("c3d", "3D-ConvNet", "c3d", c3d=True, paper={"ucf_table1": 52.8}),
     Row("c3d_attention", "3D-ConvNet + Attention", "c3d_attention", c3d=True, paper={"ucf_table1": 82.5}),
-    Row("tsm", "TSM", "tsm_r18", paper={"table6": 47.2, "table7": 47.2}),
+    Row("tsm", "TSM", "tsm_r18", paper={"table6": 47.2, "table7": 47.2}, early=True),
     Row("tsm_cbam", "TSM + CBAM", "tsm_cbam_r18", attention=True, paper={"table6": 49.1, "table7": 49.1}),
     Row("tsm_nl", "TSM + NL", "tsm_nl_r18", paper={"table6": 49.8}),
     Row("tsm_w3_mfr", "TSM + W3 (full: AFR + MFR)", _W3, teacher="tsm_w3", attention=True,
@@ -151,6 +153,10 @@ BENCHMARK_ROWS: tuple[Row, ...] = (
         {"attention_options": {"mask_init_bias": None}}, attention=True, paper={}, default=False),
     Row("cbam_paper_init", "TSM + CBAM, PyTorch-default init (masks start ~0.5)", "tsm_cbam_r18",
         {"attention_options": {"mask_init_bias": None}}, attention=True, paper={}, default=False),
+    Row("tsm_causal", "TSM, causal (online shift from the past only)", "tsm_r18", {"causal": True}, paper={},
+        default=False, early=True),
+    Row("tsm_w3_causal", "TSM + W3, causal (AFR, w/o MFR)", _W3, {"causal": True}, attention=True, paper={},
+        default=False, early=True),
 )
 
 TABLES: dict[str, tuple[str, Sequence[str]]] = {
@@ -165,6 +171,14 @@ TABLES: dict[str, tuple[str, Sequence[str]]] = {
     "ucf_table1": ("UCF-101 paper Table 1: 3D-ConvNet vs 3D-ConvNet + Attention (paper: UCF-101 top-1, "
                    "from scratch)", ("c3d", "c3d_attention")),
 }
+
+#: The report's comparisons (row a over row b), each stated only when both rows ran.
+FINDINGS = (("tsm_w3_mfr", "tsm", "TSM+W3 (AFR+MFR) over TSM"), ("tsm_w3", "tsm", "TSM+W3 w/o MFR over TSM"),
+            ("tsm_w3_mfr", "tsm_w3", "MFR on W3"), ("tsm_cbam_mfr", "tsm_cbam", "MFR on CBAM"),
+            ("tsm_w3", "tsm_cbam", "W3 over CBAM (both w/o MFR)"),
+            ("c3d_attention", "c3d", "3D-ConvNet + Attention over 3D-ConvNet"),
+            ("tsm_causal", "tsm", "causal TSM over offline TSM (whole clip)"),
+            ("tsm_w3_causal", "tsm_causal", "causal TSM+W3 over causal TSM (whole clip)"))
 
 METRICS = ("test_top1", "reversal_pair_accuracy", "best_val_top1", "train_seconds",
            "attention.where.ratio", "attention.where.ratio_above_min",
@@ -186,7 +200,7 @@ def row_trials(rows: Sequence[Row], b: SynthBudget, data_root: Path, pretrained:
             cfg = video_config(row.model, b, data_root, pretrained, row.options, num_classes=len(meta["classes"]))
         for seed in b.seeds:
             trials.append(Trial(row.key, seed, cfg, teacher=row.teacher, attention=row.attention,
-                                reversal_pairs=meta["reversal_pairs"]))
+                                reversal_pairs=meta["reversal_pairs"], early_recognition=row.early))
     return trials
 
 
@@ -224,7 +238,7 @@ def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget
             raise FileNotFoundError(f"{out}: no finished trial to report")
     else:
         results = run_trials(trials, out, workers=b.workers, progress=b.progress, desc="benchmark")
-    stats = aggregate(results, METRICS)
+    stats = aggregate(results, (*METRICS, *early_metrics(b.num_segments)))
     labels = {r.key: r.label for r in rows}
     figures = {}
     c3d_keys = {r.key for r in rows if r.c3d}
@@ -240,6 +254,10 @@ def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget
                 ("train_loss", "train loss"), ("val_loss", "val loss"), ("test_loss", "test loss")),
             title="UCF-101 paper Fig. 3 analogue: per-epoch train / val / test"))
     figures.update(attention_figures(out, results, stats, rows, b.seeds[0]))
+    early_rows = [r for r in rows if r.early and f"early_recognition.{b.num_segments}" in stats.get(r.key, {})]
+    if early_rows:
+        figures["early_recognition"] = str(plot_early_recognition(stats, early_rows, b.num_segments,
+                                                                  out / "early_recognition.png"))
     wall = round(time.perf_counter() - start, 1)
     if report_only and (out / "results.json").is_file():  # the run's wall time, not the report's
         wall = json.loads((out / "results.json").read_text()).get("wall_seconds", wall)
@@ -249,6 +267,45 @@ def run_benchmark(out_dir: str | Path = "vidattn-benchmark", budget: SynthBudget
     (out / "results.json").write_text(json.dumps({**summary, "trials": results}, indent=1))
     (out / "report.md").write_text(benchmark_report(summary, rows))
     return summary
+
+
+def early_metrics(frames: int) -> tuple[str, ...]:
+    """The result paths of test top-1 after 1..`frames` frames seen."""
+    return tuple(f"early_recognition.{k}" for k in range(1, frames + 1))
+
+
+def early_table(stats: Mapping[str, Mapping[str, Any]], rows: Sequence[Row], frames: int) -> list[str]:
+    """Test top-1 against the frames seen (of the clip's `frames`), mean +- std over seeds, per early row."""
+    body = [(r.label, [fmt(stats[r.key].get(m)) for m in early_metrics(frames)])
+            for r in rows if r.early and r.key in stats and early_metrics(frames)[-1] in stats[r.key]]
+    return table(body, ("model", *(f"{k}/{frames}" for k in range(1, frames + 1)))) if body else []
+
+
+def plot_early_recognition(stats: Mapping[str, Mapping[str, Any]], rows: Sequence[Row], frames: int,
+                           path: Path) -> Path:
+    """`early_recognition.png`: test top-1 against frames seen, mean over seeds with a +-1 std band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    k = list(range(1, frames + 1))
+    for r in rows:
+        entries = [stats[r.key][m] for m in early_metrics(frames)]
+        mean = [e["mean"] for e in entries]
+        std = [e["std"] for e in entries]
+        line = ax.plot(k, mean, marker="o", ms=3, label=f"{r.label} (n={entries[-1]['n']})")[0]
+        ax.fill_between(k, [m - s for m, s in zip(mean, std)], [m + s for m, s in zip(mean, std)],
+                        color=line.get_color(), alpha=0.2)
+    ax.set(xlabel=f"frames seen (of the clip's {frames}, in time order)", ylabel="test top-1 (%)",
+           title="Early recognition: accuracy from the first frames")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def _budget_dict(b: SynthBudget) -> dict[str, Any]:
@@ -347,14 +404,14 @@ def benchmark_report(summary: Mapping[str, Any], rows: Sequence[Row]) -> str:
                 for k in present]
         lines += table(body, ("model", "test top-1 (%)", "per seed", "reversal-pair acc. (%)",
                               "best val top-1 (%)", "paper top-1 (%)", "seeds")) + [""]
-    lines += ["## Findings", "",
-              difference_line(stats, "tsm_w3_mfr", "tsm", "TSM+W3 (AFR+MFR) over TSM"),
-              difference_line(stats, "tsm_w3", "tsm", "TSM+W3 w/o MFR over TSM"),
-              difference_line(stats, "tsm_w3_mfr", "tsm_w3", "MFR on W3"),
-              difference_line(stats, "tsm_cbam_mfr", "tsm_cbam", "MFR on CBAM"),
-              difference_line(stats, "tsm_w3", "tsm_cbam", "W3 over CBAM (both w/o MFR)"),
-              difference_line(stats, "c3d_attention", "c3d", "3D-ConvNet + Attention over 3D-ConvNet"), "",
-              "## Attention against the ground truth (test split)", ""]
+    findings = [difference_line(stats, a, b, label) for a, b, label in FINDINGS if a in stats and b in stats]
+    lines += ["## Findings", "", *(findings or ["- no two compared rows were run."]), ""]
+    early = early_table(stats, rows, s["num_segments"])
+    if early:
+        lines += ["## Early recognition: test top-1 after the first k of the clip's frames", "",
+                  "Offline TSM sees a clip cut short; a causal model's prediction after k frames is its online "
+                  "prediction (`vidattn.online`, docs/online.md).", "", *early, ""]
+    lines += ["## Attention against the ground truth (test split)", ""]
     lines += attention_table(stats, rows) + ["", "where: 1 = no preference for the actor's box, 2 = twice "
                                              "the box's share of the frame. when: 1 = the mask does not change "
                                              "inside the action window. what: between-class over "

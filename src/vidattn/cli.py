@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Callable, Sequence
 
+from vidattn.runtime import ENV_VAR as ALLOCATOR_ENV_VAR
 from vidattn.runtime import request_tuned_allocator
 
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
@@ -74,6 +75,7 @@ def _quickstart(args: argparse.Namespace) -> int:
 
     from vidattn.quickstart import QuickstartSettings, run_quickstart
 
+    _experiment_allocator()
     start = time.perf_counter()
     default = QuickstartSettings()
     results = run_quickstart(QuickstartSettings(out_dir=args.out, budget=_budget(args, default.budget)))
@@ -88,12 +90,21 @@ def _benchmark(args: argparse.Namespace) -> int:
 
     from vidattn.benchmark import SynthBudget, run_benchmark, select_rows
 
+    _experiment_allocator()
     start = time.perf_counter()
     rows = select_rows(args.rows.split(",") if args.rows else None)
     results = run_benchmark(args.out, _budget(args, SynthBudget()), rows, report_only=args.report_only)
     _print_rows(results["stats"], f"benchmark test accuracy, mean ± std over seeds; report in {args.out}/report.md")
     print(f"benchmark wall time: {time.perf_counter() - start:.0f} s")
     return 0
+
+
+def _experiment_allocator() -> None:
+    """`quickstart` and `benchmark` are programs that run our own trial processes: they opt those in to the
+    tuned allocator (a C3D trial: 52 s of kernel time on page faults -> 3 s, docs/performance.md) unless the
+    environment already chose (`VIDATTN_CPU_ALLOCATOR=system` keeps glibc's defaults)."""
+    if not os.environ.get(ALLOCATOR_ENV_VAR, "").strip():
+        request_tuned_allocator()
 
 
 def _print_rows(stats: dict, title: str) -> None:
@@ -202,6 +213,37 @@ def _export(args: argparse.Namespace) -> int:
     print(f"verified with {result.runtime}: max |logit difference| {result.max_abs_diff:.2e} "
           f"({result.rel_diff:.1e} of the largest logit)")
     return 0
+
+
+@_command("stream")
+def _stream(args: argparse.Namespace) -> int:
+    import torch
+
+    from vidattn.online import OnlineRecognizer
+    from vidattn.stream import check_source, run_stream, stop_on_sigint
+
+    check_source(args.source)  # a missing file fails before the model loads
+    recognizer = OnlineRecognizer.from_weights(args.weights, fast=not args.no_fast,
+                                               dtype=torch.bfloat16 if args.dtype == "bfloat16" else None)
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout
+
+    def emit(record: dict) -> None:
+        out.write(json.dumps(record) + "\n")
+        out.flush()  # a line per frame as it is recognised
+
+    try:
+        with stop_on_sigint() as stop:
+            summary = run_stream(recognizer, args.source, realtime=args.realtime, max_frames=args.max_frames,
+                                 topk=args.topk, on_record=emit, video=args.video, queue_size=args.queue, stop=stop,
+                                 timeout=args.timeout, frame_template=args.frame_template,
+                                 start_index=args.start_index, fps=args.fps)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    if summary.error:
+        print(f"vidattn: error: {summary.error}", file=sys.stderr)
+    print(summary.line(), file=sys.stderr)
+    return 1 if summary.error else 0
 
 
 @_command("extract-frames")
@@ -349,6 +391,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=float, default=1e-4,
                    help="largest allowed |logit difference| over the largest |logit| (default 1e-4)")
     p.add_argument("--classes", help="class names file (one per line); default: from the run/weights")
+
+    p = sub.add_parser("stream", help="online recognition of a video, frame folder, webcam or URL, frame by frame",
+                       description="Decode SOURCE on a background thread and run a causal model (model.options: "
+                                   "{causal: true}) on one frame at a time: a JSON line per frame (source index and "
+                                   "timestamp, top-k of the running video prediction and of the frame, latency, "
+                                   "frames dropped so far), optionally an annotated MP4. Live sources drop the "
+                                   "oldest queued frame when the model falls behind (counted); Ctrl-C ends cleanly "
+                                   "with a summary on stderr (docs/deploy.md).")
+    p.add_argument("source", help="video file, frame folder, webcam (/dev/video0) or stream URL (rtsp://, "
+                                  "http(s)://, udp://, ...)")
+    p.add_argument("--weights", required=True, help="weights file or run directory of a causal model")
+    p.add_argument("--out", help="write the JSON lines to this file (default: stdout)")
+    p.add_argument("--video", metavar="OUT.mp4", help="annotated video: the frames as the model sees them, the "
+                                                     "running label and, for attention models, the spatial mask")
+    p.add_argument("--realtime", action="store_true",
+                   help="files and folders: keep the source's pace and drop frames when the model falls behind "
+                        "(default: every frame; webcams and URLs are always realtime)")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N source frames")
+    p.add_argument("--topk", type=int, default=5, help="labels per JSON line (default 5)")
+    p.add_argument("--queue", type=int, default=4, metavar="N", help="decoded frames queued for the model (default 4)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="model precision (bfloat16: autocast, fast only on CPUs with native bf16)")
+    p.add_argument("--no-fast", action="store_true", help="the reference modules instead of the fast layer")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds a webcam or URL may take to open or to send data (default 10)")
+    p.add_argument("--fps", type=float, help="frame rate of a frame folder (default 30; overrides a video's)")
+    p.add_argument("--frame-template", metavar="TEMPLATE",
+                   help="file names in a frame folder (default {:05d}.jpg; mmaction2: img_%%05d.jpg)")
+    p.add_argument("--start-index", type=int, default=1, help="number of a frame folder's first file (default 1)")
 
     p = sub.add_parser("extract-frames", help="turn a folder of videos into JPEG frame folders",
                        description="Decode every video under SRC into DST/<relative path without extension>/"

@@ -48,7 +48,7 @@ class Trial:
     `name`, `train.output_dir`, `train.run_name`, `train.num_threads` and `train.progress`. `teacher`: the
     row whose trial of the same seed is this one's MFR stage-1 teacher (its best weights). `attention`:
     measure the attention metrics on the test split. `reversal_pairs`: class pairs for the reversal-pair
-    accuracy.
+    accuracy. `early_recognition`: test top-1 against the number of frames seen (:func:`early_recognition`).
     """
 
     key: str
@@ -57,6 +57,7 @@ class Trial:
     teacher: str | None = None
     attention: bool = False
     reversal_pairs: Sequence[Sequence[int]] = field(default_factory=list)
+    early_recognition: bool = False
 
     @property
     def name(self) -> str:
@@ -195,6 +196,8 @@ def run_trial_file(spec_file: str | os.PathLike) -> dict[str, Any]:
         result["attention_per_video"] = [{k: v[k] for k in ("window", "frame_indices", "frame_weights")}
                                          for v in attention.pop("per_video")]
         result["attention"] = _plain(attention)
+    if t.get("early_recognition"):
+        result["early_recognition"] = early_recognition(weights, cfg)
     from vidattn.engine.run_log import read_metrics_csv
 
     result["history"] = read_metrics_csv(run.run_dir / "metrics.csv")
@@ -224,6 +227,36 @@ def _test_metrics(weights: Path, cfg: Any, pairs: Sequence[Sequence[int]]) -> di
         labels = np.array([r["label"][0] for r in records])
         out["reversal_pair_accuracy"] = 100.0 * reversal_pair_accuracy(scores, labels, [tuple(p) for p in pairs])
     return out
+
+
+def early_recognition(weights: Path, cfg: Any) -> dict[str, float]:  # noqa: ANN401
+    """Test-split top-1 (percent) after seeing the first k of each clip's T frames, k = 1..T (keys "1".."T").
+
+    The model runs on the first k frames as a k-frame twin of itself (`VideoRecognizer.with_num_segments`,
+    the same weights; TSN consensus over those k frames). For a causal model this is exactly its online
+    prediction after k frames (`vidattn.online`: no frame sees a later one); an offline model sees a clip
+    cut short (its shift meets zeros after frame k).
+    2D recognizers only (their weights do not depend on the number of frames).
+    """
+    import torch
+
+    from vidattn.engine.builders import build_eval_loader, build_model_from_weights
+    from vidattn.engine.distributed import DistInfo
+    from vidattn.inference import Predictor
+
+    device = torch.device("cpu")
+    model = build_model_from_weights(weights, cfg)
+    frames = cfg.data.num_segments
+    predictors = {k: Predictor(model.with_num_segments(k), device=device, precision=cfg.train.precision)
+                  for k in range(1, frames + 1)}
+    loader, _ = build_eval_loader(cfg, cfg.data.test_split or "test", DistInfo(device=device))
+    correct, total = np.zeros(frames), 0
+    for batch in loader:
+        clips, labels = batch["clip"], batch["label"].reshape(len(batch["clip"]), -1)[:, 0]
+        for k, predictor in predictors.items():
+            correct[k - 1] += int((predictor.logits(clips[..., :k, :, :]).argmax(dim=1) == labels).sum())
+        total += len(labels)
+    return {str(k): 100.0 * float(c) / max(1, total) for k, c in enumerate(correct, start=1)}
 
 
 def _plain(obj: Any) -> Any:  # noqa: ANN401 - JSON-able copy (numpy scalars, NaN -> None)

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "predict_videos",
+    "topk_labels",
     "write_predictions_json",
     "annotated_names",
     "annotate_frames",
@@ -58,7 +59,10 @@ def annotated_names(videos: Sequence[PathLike], topk: int) -> list[str]:
     return out
 
 
-def _topk(probs: Tensor, names: list[str], k: int) -> list[dict[str, Any]]:
+def topk_labels(probs: Tensor, names: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The ``k`` most probable classes of a ``(K,)`` probability vector, most probable first:
+    ``[{"label", "index", "probability"}, ...]`` (probabilities rounded to 6 decimals), the entries of
+    ``vidattn predict``'s JSON."""
     p, idx = probs.topk(min(k, probs.numel()))
     return [{"label": names[i], "index": int(i), "probability": round(float(q), 6)}
             for q, i in zip(p.tolist(), idx.tolist())]
@@ -107,7 +111,7 @@ def predict_videos(
             continue
         scores = predictor.run(clips.clip.unsqueeze(0)).scores("softmax")
         names = predictor.classes or [[str(i) for i in range(z.shape[-1])] for z in scores]
-        per_head = [_topk(z[0].cpu(), n, topk) for z, n in zip(scores, names)]
+        per_head = [topk_labels(z[0].cpu(), n, topk) for z, n in zip(scores, names)]
         result = {"video": str(path), "model": model_name, "frame_indices": clips.indices.tolist(),
                   "topk": per_head[0]}
         if len(per_head) > 1:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
+
 import av
 import numpy as np
 import pytest
 from vidattn_test_media import FORMATS, encode, frame_folder, frame_pattern, level, pattern_video
 
 from vidattn.data import VideoError, open_video
+from vidattn.data.video import FrameStream, VideoWriter, source_kind
 
 ALL = [*FORMATS, "jpeg"]
 
@@ -148,6 +151,58 @@ def test_out_of_range_and_unknown_backend(media):
         r.read([24])
     with pytest.raises(ValueError, match="unknown video backend"):
         open_video(media["avi_xvid"], backend="opencv")
+
+
+@pytest.mark.parametrize("kind", ALL)
+def test_frame_stream_gives_the_readers_frames_in_order_with_timestamps(media, kind):
+    with open_video(media[kind]) as r:
+        expected = r.read(np.arange(r.num_frames))
+    with FrameStream(media[kind]) as stream:
+        frames = list(stream)
+        assert (stream.kind, stream.live) == ("folder" if kind == "jpeg" else "file", False)
+    assert [f.index for f in frames] == list(range(24))
+    np.testing.assert_array_equal(np.stack([f.rgb for f in frames]), expected)
+    fps = 30 if kind == "jpeg" else 25  # a folder's default rate; the files' own
+    np.testing.assert_allclose([f.time for f in frames], np.arange(24) / fps, atol=1e-6)
+
+
+def test_frame_stream_applies_rotation_and_names_the_source_in_errors(tmp_path):
+    with FrameStream(pattern_video(tmp_path / "rot", n=6, fmt="mp4_h264", rotation=90)) as stream:
+        assert next(iter(stream)).rgb.shape == (64, 48, 3)
+    whole = pattern_video(tmp_path / "long", n=60).read_bytes()  # AVI: the frame count is in its header
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole[: len(whole) * 6 // 10])
+    seen = 0
+    with FrameStream(cut) as stream, pytest.raises(VideoError, match=r"cut\.avi: truncated: the container lists 60 "
+                                                                     r"frames, the file holds \d+"):
+        for _ in stream:
+            seen += 1
+    assert 0 < seen < 60
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/video.mp4"
+    cases = {tmp_path / "missing.mp4": "missing.mp4: no such file", "/dev/video99": "/dev/video99: cannot open the "
+             "stream", url: f"{url}: cannot open the stream \\(.*Connection refused"}
+    for source, message in cases.items():
+        with pytest.raises(VideoError, match=message):
+            FrameStream(source, timeout=5)
+    assert [source_kind(s) for s in ("rtsp://cam/1", "udp://@:1234", "/dev/video0", tmp_path, cut)] == \
+        ["url", "url", "device", "folder", "file"]
+
+
+def test_video_writer_appends_frames_and_closes_a_playable_file(tmp_path):
+    frames = [frame_pattern(i, 47, 63) for i in range(5)]  # odd sizes are padded to even
+    with VideoWriter(tmp_path / "out.mp4", fps=25) as writer:
+        for f in frames[:3]:
+            writer.write(f)
+        with pytest.raises(ValueError, match="frame 3 is 32x32, the video 63x47"):
+            writer.write(frames[0][:32, :32])
+    assert writer.frames == 3
+    with open_video(tmp_path / "out.mp4") as r:
+        assert (r.num_frames, r.height, r.width) == (3, 48, 64)
+        np.testing.assert_allclose(grey(r.read([0, 1, 2])), [level(i) for i in range(3)], atol=4)
+    VideoWriter(tmp_path / "none.mp4", fps=25).close()
+    assert not (tmp_path / "none.mp4").exists()  # no frame, no file
 
 
 @pytest.mark.parametrize("backend", ["decord", "torchcodec"])

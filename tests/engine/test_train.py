@@ -133,6 +133,29 @@ def test_performance_knobs_train_and_partial_bn_freezes_statistics(tiny_config):
     assert means and all(weights[k].abs().sum() == 0 for k in means)
 
 
+@pytest.mark.parametrize("model, options", [("tsm_w3_r18", "{base_width: 8, dropout: 0.0}"),
+                                            ("c3d_attention", "{channels: 8, pool_output: [2, 4, 4], hidden: [32]}")])
+def test_train_fast_trains_the_fast_modules_to_the_reference_weights(tiny_config, model, options):
+    """`train.fast` swaps in the fast layer's modules: the same state dict keys, and after the same steps the
+    same weights and losses up to summation order."""
+    from vidattn.models.fast import FastC3D, FastW3
+
+    results = {fast: run_training(tiny_config(**{"model.name": model, "model.options": options,
+                                                 "train.fast": fast, "train.run_name": f"fast-{fast}"}))
+               for fast in (False, True)}
+    ref, fast = (load_file(results[f].run_dir / "model_last.safetensors") for f in (False, True))
+    assert ref.keys() == fast.keys()
+    for key in ref:
+        assert torch.allclose(ref[key], fast[key], rtol=1e-3, atol=1e-5), key
+    assert results[True].metrics["train_loss"] == pytest.approx(results[False].metrics["train_loss"], rel=1e-4)
+    # the fast modules are what trained
+    from vidattn.engine.distributed import init_distributed
+    from vidattn.engine.train import _build_model
+
+    cfg = tiny_config(**{"model.name": model, "model.options": options, "train.fast": True})
+    assert any(isinstance(m, (FastW3, FastC3D)) for m in _build_model(cfg, init_distributed("cpu")).modules())
+
+
 def test_missing_pretrained_file_is_a_one_line_error(tiny_config):
     with pytest.raises(FileNotFoundError, match="model.pretrained: nowhere.pth not found"):
         run_training(tiny_config(**{"model.pretrained": "nowhere.pth"}))

@@ -14,38 +14,69 @@ def mlp(p, prefix, x):
     return F.linear(h, p[f"{prefix}.2.weight"], p[f"{prefix}.2.bias"])
 
 
-def w3_reference(module, x, t):
-    """W3 eqs. 3-6, frame by frame and channel by channel, from the module's parameters."""
+def w3_reference(module, x, t, causal=False):
+    """W3 eqs. 3-6, frame by frame and channel by channel, from the module's parameters. `causal`: the
+    temporal convolutions of eqs. 4 and 6 see k-1 = 2 zero steps before the first frame and none after."""
     p = dict(module.named_parameters())
     n = x.shape[0] // t
     c = x.shape[1]
+    pt = 0 if causal else 1  # temporal padding of the convs themselves
+
+    def past(seq):  # (..., T, [H, W]) with the time axis at dim 2: 2 zero steps before the first when causal
+        return F.pad(seq, (0, 0) * (seq.dim() - 3) + (2, 0)) if causal else seq
+
     out = torch.empty_like(x)
     for clip in range(n):
         frames = x[clip * t:(clip + 1) * t]  # (T, C, H, W)
         m_frm = torch.stack([torch.sigmoid(mlp(p, "channel_mlp", f.mean(dim=(1, 2)))
                                            + mlp(p, "channel_mlp", f.amax(dim=(1, 2)))) for f in frames])  # eq. 3
         seq = m_frm.T.unsqueeze(0)  # (1, C, T): each channel's sequence
-        h = F.relu(F.conv1d(seq, p["channel_temporal.0.weight"], p["channel_temporal.0.bias"], padding=1, groups=c))
-        m_c = torch.sigmoid(F.conv1d(h, p["channel_temporal.2.weight"], p["channel_temporal.2.bias"], padding=1,
-                                     groups=c))[0].T  # eq. 4, (T, C)
+        h = F.relu(F.conv1d(past(seq), p["channel_temporal.0.weight"], p["channel_temporal.0.bias"], padding=pt,
+                            groups=c))
+        m_c = torch.sigmoid(F.conv1d(past(h), p["channel_temporal.2.weight"], p["channel_temporal.2.bias"],
+                                     padding=pt, groups=c))[0].T  # eq. 4, (T, C)
         f_c = frames * m_c[:, :, None, None]
         s_frm = torch.stack([torch.sigmoid(F.conv2d(torch.stack([f.mean(0), f.amax(0)])[None],
                                                     p["spatial_conv.weight"], p["spatial_conv.bias"], padding=3))[0, 0]
                              for f in f_c])  # eq. 5, (T, H, W)
-        h = F.relu(F.conv3d(s_frm[None, None], p["spatial_temporal.0.weight"], p["spatial_temporal.0.bias"],
-                            padding=1))
-        m_s = torch.sigmoid(F.conv3d(h, p["spatial_temporal.2.weight"], p["spatial_temporal.2.bias"], padding=1))
+        h = F.relu(F.conv3d(past(s_frm[None, None]), p["spatial_temporal.0.weight"], p["spatial_temporal.0.bias"],
+                            padding=(pt, 1, 1)))
+        m_s = torch.sigmoid(F.conv3d(past(h), p["spatial_temporal.2.weight"], p["spatial_temporal.2.bias"],
+                                     padding=(pt, 1, 1)))
         out[clip * t:(clip + 1) * t] = f_c * m_s[0, 0][:, None]  # eq. 6 applied
     return out
 
 
-@pytest.mark.parametrize("options", [{}, {"mask_init_bias": None}])
+@pytest.mark.parametrize("options", [{}, {"mask_init_bias": None}, {"causal": True, "mask_init_bias": None}])
 def test_w3_matches_equations_1_to_6(options):
-    """The reference module, in fp64, against the equations written out frame by frame (eqs. 3-6)."""
+    """The reference module, in fp64, against the equations written out frame by frame (eqs. 3-6); the causal
+    variant against the same equations with the temporal convolutions padded on the past side only."""
     torch.manual_seed(0)
     module = W3Attention(32, num_segments=4, reduction=4, **options).double()
     x = torch.randn(8, 32, 6, 5, dtype=torch.float64)
-    torch.testing.assert_close(module(x), w3_reference(module, x, 4), rtol=1e-12, atol=1e-12)
+    expected = w3_reference(module, x, 4, causal=options.get("causal", False))
+    torch.testing.assert_close(module(x), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_causal_w3_has_the_centred_w3s_parameters_and_its_masks_ignore_later_frames():
+    """Same parameter names and shapes (an offline checkpoint loads), `open_masks` works, and a frame's masks
+    do not change when a later frame does (they do in the centred W3)."""
+    torch.manual_seed(0)
+    centred = W3Attention(16, num_segments=5, reduction=4, mask_init_bias=None)
+    causal = W3Attention(16, num_segments=5, reduction=4, causal=True)
+    causal.load_state_dict(centred.state_dict())
+    causal.open_masks(2.0)
+    assert torch.all(causal.spatial_temporal[-1].bias == 2.0) and torch.all(causal.channel_temporal[-1].bias == 2.0)
+    causal.load_state_dict(centred.state_dict())
+    x = torch.randn(10, 16, 4, 4)
+    y = x.clone()
+    y[[3, 8]] += 1  # frame 3 of each clip
+    for module, unchanged in ((causal, True), (centred, False)):
+        (_, a), (_, b) = module.forward_with_maps(x), module.forward_with_maps(y)
+        for key in ("channel", "spatial"):
+            before = (a[key] - b[key])[:, :3].abs().max()
+            assert (before == 0) if unchanged else (before > 1e-6), (key, unchanged)
+            assert (a[key] - b[key])[:, 3].abs().max() > 0
 
 
 def test_w3_on_3d_maps_equals_2d_layout():

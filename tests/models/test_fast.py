@@ -97,9 +97,10 @@ def test_fast_cbam_equals_reference_cbam():
     torch.testing.assert_close(a.detach(), x)
 
 
+@pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
-def test_fast_temporal_shift_equals_reference_and_keeps_the_layout(layout):
-    ref = TemporalShift(16, num_segments=4)
+def test_fast_temporal_shift_equals_reference_and_keeps_the_layout(layout, causal):
+    ref = TemporalShift(16, num_segments=4, causal=causal)
     fast = fast_copy(ref)
     assert type(fast) is FastTemporalShift
     x = torch.randn(8, 16, 5, 3).contiguous(memory_format=layout)
@@ -195,6 +196,7 @@ def test_fused_activation_equals_activation_after_conv(activation):
 
 @pytest.mark.parametrize(("name", "options", "shape"), [
     ("tsm_w3_r18", {"base_width": 8}, (2, 3, 4, 32, 32)),
+    ("tsm_w3_r18", {"base_width": 8, "causal": True}, (2, 3, 4, 32, 32)),  # causal convs called as modules
     ("tsm_cbam_r18", {"base_width": 8}, (2, 3, 4, 32, 32)),
     ("i3d_w3_r18", {"base_width": 8}, (1, 3, 4, 32, 32)),
     ("c3d_attention", {"channels": 8, "pool_output": (2, 4, 4), "hidden": (16,)}, (2, 3, 4, 24, 24)),

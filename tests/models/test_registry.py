@@ -89,6 +89,25 @@ def test_wrong_clip_length_is_a_clear_error():
         model(torch.randn(8, 3, 64, 64))
 
 
+def test_frame_logits_average_to_the_logits_and_a_twin_for_other_clips_shares_every_weight():
+    model = vidattn.create_model("tsm_w3_r18", num_classes=(5, 3), num_segments=4, base_width=8).eval()
+    x = torch.randn(2, 3, 4, 32, 32)
+    with torch.no_grad():
+        out = model(x, return_all=True)
+        frames = model.frame_logits(out.features)
+    assert [z.shape for z in frames] == [(2, 4, 5), (2, 4, 3)]
+    for z, video in zip(frames, out.logits):
+        torch.testing.assert_close(z.mean(dim=1), video, rtol=0, atol=0)  # the consensus is their mean
+    twin = model.with_num_segments(2)
+    assert all(a is b for a, b in zip(twin.state_dict(keep_vars=True).values(),
+                                      model.state_dict(keep_vars=True).values()))
+    assert twin.backbone.layer1[0].attn.num_segments == 2 and model.backbone.layer1[0].attn.num_segments == 4
+    assert twin.vidattn_config["num_segments"] == 2 and model.vidattn_config["num_segments"] == 4
+    assert [z.shape for z in twin(x[:, :, :2])] == [(2, 5), (2, 3)]
+    with pytest.raises(ValueError, match="3D recognizer pools over time"):
+        vidattn.create_model("i3d_r18", num_classes=5, num_segments=4, base_width=8).frame_logits(out.features)
+
+
 def test_reset_classifier_keeps_backbone():
     model = vidattn.create_model("tsm_r18", num_classes=5, num_segments=4)
     before = model.backbone.conv1.weight.clone()

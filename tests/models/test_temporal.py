@@ -34,6 +34,19 @@ def test_temporal_shift_matches_definition(channels, fold_div, t):
                                rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("channels,fold_div,t", [(16, 8, 4), (10, 8, 1)])
+def test_causal_shift_takes_one_fold_from_the_past_frame(channels, fold_div, t):
+    """TSM's online shift: channels [0, fold) of frame t are frame t-1's (zeros at t=0), the rest frame t's."""
+    x = torch.randn(2 * t, channels, 3, 2).contiguous(memory_format=torch.channels_last)
+    fold = channels // fold_div
+    expected = x.clone()
+    for clip in range(2):
+        for f in range(t):
+            expected[clip * t + f, :fold] = x[clip * t + f - 1, :fold] if f > 0 else 0
+    y = TemporalShift(channels, t, fold_div, causal=True)(x)
+    torch.testing.assert_close(y, expected, rtol=0, atol=0)
+
+
 def test_temporal_shift_gradients():
     x = torch.randn(8, 16, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
     y = TemporalShift(16, num_segments=4, fold_div=8)(x)
@@ -82,3 +95,26 @@ def test_time_reversal(name, invariant):
         torch.testing.assert_close(forward, backward, rtol=1e-4, atol=1e-5)
     else:
         assert (forward - backward).abs().max() > 1e-4 * forward.abs().max()
+
+
+CAUSAL_OPTIONS = {"base_width": 8, "stem": "small", "causal": True, "attention_options": {"mask_init_bias": None}}
+
+
+@pytest.mark.parametrize("name", ["tsm_r18", "tsm_w3_r18", "tsm_cbam_r18", "tsn_w3_r18"])
+def test_causal_models_frame_outputs_ignore_later_frames(name):
+    """`causal=True`: perturbing frame t changes no frame's logits before t (TSM, TSM+W3 with AFR, TSM+CBAM,
+    TSN+W3), and the later ones do change; the centred model's earlier frames change."""
+    options = {k: v for k, v in CAUSAL_OPTIONS.items() if "cbam" not in name or k != "attention_options"}
+    causal = vidattn.create_model(name, num_classes=5, num_segments=5, **options).eval()
+    centred = vidattn.create_model(name, num_classes=5, num_segments=5, **{**options, "causal": False}).eval()
+    centred.load_state_dict(causal.state_dict())
+    assert causal.afr is not None if "w3" in name else causal.afr is None
+    x = torch.randn(2, 3, 5, 16, 16)
+    y = x.clone()
+    y[:, :, 2] += torch.randn_like(y[:, :, 2])
+    with torch.no_grad():
+        for model, unchanged in ((causal, True), (centred, False)):
+            a, b = (model.frame_logits(model.forward_features(clip).features) for clip in (x, y))
+            before = (a - b)[:, :2].abs().max()
+            assert (before == 0) if unchanged else (before > 0)
+            assert (a - b)[:, 2:].abs().amax(dim=(0, 2)).min() > 0

@@ -1,5 +1,7 @@
-"""Video decoding: one reader interface over PyAV (default), frame folders, decord and torchcodec; and
-writing (`write_video`: GIF, MP4, AVI; `default_font` for text drawn on frames).
+"""Video decoding: one reader interface over PyAV (default), frame folders, decord and torchcodec; frames in
+order as they decode from a file, folder, capture device or network stream (`FrameStream`, for
+`vidattn stream`); and writing (`write_video`: GIF, MP4, AVI; `VideoWriter`: MP4/AVI frame by frame;
+`default_font` for text drawn on frames).
 
 Every reader exposes ``num_frames``, ``fps``, ``height``, ``width`` and ``read(indices)``, which returns
 ``uint8 (len(indices), H, W, 3)`` RGB frames, and works as a context manager.
@@ -18,7 +20,8 @@ import bisect
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -27,8 +30,8 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VideoError", "VideoReader", "PyAVReader", "FrameFolderReader", "open_video", "BACKENDS", "write_video",
-           "default_font"]
+__all__ = ["VideoError", "VideoReader", "PyAVReader", "FrameFolderReader", "open_video", "BACKENDS", "source_kind",
+           "SourceFrame", "FrameStream", "write_video", "VideoWriter", "default_font"]
 
 
 class VideoError(Exception):
@@ -87,6 +90,11 @@ def _rotate(rgb: np.ndarray, rotation: int) -> np.ndarray:
     """Apply a display rotation (degrees counter-clockwise, FFmpeg's display-matrix convention)."""
     k = (rotation // 90) % 4
     return np.ascontiguousarray(np.rot90(rgb, k=k)) if k else rgb
+
+
+def _frame_rgb(frame: Any) -> np.ndarray:
+    """A decoded PyAV frame as displayed: uint8 (H, W, 3) RGB, display rotation applied."""
+    return _rotate(frame.to_ndarray(format="rgb24"), int(getattr(frame, "rotation", 0) or 0))
 
 
 class PyAVReader(VideoReader):
@@ -174,11 +182,6 @@ class PyAVReader(VideoReader):
     def _frames_from(self, container: Any) -> Any:
         return container.decode(container.streams[self._stream_index])
 
-    def _to_rgb(self, frame: Any) -> np.ndarray:
-        rgb = frame.to_ndarray(format="rgb24")
-        rotation = getattr(frame, "rotation", 0) or 0
-        return _rotate(rgb, int(rotation))
-
     def _decode_sequential(self, wanted: list[int]) -> np.ndarray:
         av = self._av
         out: list[np.ndarray] = []
@@ -190,7 +193,7 @@ class PyAVReader(VideoReader):
             for i, frame in enumerate(self._frames_from(self._container)):
                 decoded = i + 1
                 if i == wanted[want_pos]:
-                    out.append(self._to_rgb(frame))
+                    out.append(_frame_rgb(frame))
                     want_pos += 1
                     if want_pos == len(wanted):
                         break
@@ -225,7 +228,7 @@ class PyAVReader(VideoReader):
                     index = self._pts_to_index[frame.pts]
                     position = index + 1
                     if index == target:
-                        out[target] = self._to_rgb(frame)
+                        out[target] = _frame_rgb(frame)
                         break
                     if index > target:
                         return None
@@ -435,42 +438,191 @@ def open_video(path: str | os.PathLike, backend: str = "pyav", **kw: Any) -> Vid
 
 
 # ----------------------------------------------------------------------------------------------------------
+# sequential decoding of files, frame folders, capture devices and network streams
+
+#: a network stream: any ``scheme://`` FFmpeg has a protocol for (rtsp, rtmp, http(s), udp, tcp, srt, ...)
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def source_kind(source: str | os.PathLike) -> str:
+    """What a ``vidattn stream`` SOURCE string names: ``"url"`` (``scheme://...``), ``"device"`` (a V4L2
+    capture device, ``/dev/videoN``), ``"folder"`` (a directory of frames) or ``"file"`` (anything else)."""
+    text = str(source)
+    if _URL.match(text):
+        return "url"
+    if text.startswith("/dev/video"):
+        return "device"
+    return "folder" if os.path.isdir(text) else "file"
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    """One decoded frame of a :class:`FrameStream`: its index in decoding order (0-based), its timestamp in
+    the source (seconds; ``index / fps`` where the source has none) and its pixels, uint8 ``(H, W, 3)`` RGB."""
+
+    index: int
+    time: float
+    rgb: np.ndarray
+
+
+class FrameStream:
+    """The frames of a source in order, one at a time, as they decode: what ``vidattn stream`` reads.
+
+    ``source``: a video file, a frame folder (files named by ``frame_template`` from ``start_index``, read
+    as :class:`FrameFolderReader` reads them; ``fps`` its frame rate, default 30), a V4L2 capture device
+    (``/dev/video0``: FFmpeg's ``v4l2`` input) or a network stream URL (``rtsp://``, ``http(s)://``,
+    ``udp://``, ...). Files, devices and URLs are one path: ``av.open`` with the input format (``v4l2`` for a
+    device, else probed) and, for devices and URLs, ``timeout`` seconds to open and to wait for data. ``live``:
+    a device or URL (the source, not the reader, sets the pace).
+
+    Opening and every frame raise :class:`VideoError` naming the source and the cause: a file that decodes
+    fewer frames than its container lists is truncated, one that fails to decode says after which frame.
+    """
+
+    def __init__(self, source: str | os.PathLike, *, timeout: float = 10.0, frame_template: str | None = None,
+                 start_index: int = 1, fps: float | None = None) -> None:
+        self.source = str(source)
+        self.kind = source_kind(self.source)
+        self.live = self.kind in ("url", "device")
+        self._container: Any = None
+        self._folder: FrameFolderReader | None = None
+        if self.kind == "folder":
+            self._folder = FrameFolderReader(self.source, frame_template or "{:05d}.jpg", start_index,
+                                             fps=fps or 30.0)
+            self.fps = self._folder.fps
+            return
+        if self.kind == "file" and not os.path.isfile(self.source):
+            raise VideoError(self.source, "no such file" if not os.path.exists(self.source) else "not a file")
+        import av
+
+        self._av = av
+        try:
+            self._container = av.open(self.source, format="v4l2" if self.kind == "device" else None,
+                                      timeout=timeout if self.live else None, metadata_errors="ignore")
+        except (av.FFmpegError, OSError, UnicodeDecodeError, ValueError) as e:
+            what = "cannot open the stream" if self.live else "not a readable media file"
+            raise VideoError(self.source, f"{what} ({_short(e)})") from None
+        if not self._container.streams.video:
+            self.close()
+            raise VideoError(self.source, "no video stream")
+        self._stream = self._container.streams.video[0]
+        self._stream.codec_context.thread_count = 1  # the cores are the model's
+        rate = self._stream.average_rate or self._stream.guessed_rate or self._stream.base_rate
+        self.fps = fps or (float(rate) if rate else 0.0) or 30.0
+
+    def __iter__(self) -> Iterator[SourceFrame]:
+        if self._folder is not None:
+            for i in range(self._folder.num_frames):
+                yield SourceFrame(i, i / self.fps, self._folder.read([i])[0])
+            return
+        av, index, packets = self._av, 0, 0
+        try:
+            for packet in self._container.demux(self._stream):
+                packets += packet.size > 0
+                for frame in packet.decode():
+                    time = frame.time if frame.time is not None else index / self.fps
+                    yield SourceFrame(index, float(time), _frame_rgb(frame))
+                    index += 1
+        except (av.FFmpegError, OSError) as e:
+            raise VideoError(self.source, f"decoding failed after {index} frames ({_short(e)})") from None
+        listed = self._stream.frames
+        if self.kind == "file" and listed and packets < listed:
+            raise VideoError(self.source, f"truncated: the container lists {listed} frames, the file holds {packets}"
+                                          f" ({index} decoded)")
+
+    def close(self) -> None:
+        """Release the file, device or connection (idempotent)."""
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __enter__(self) -> FrameStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ----------------------------------------------------------------------------------------------------------
 # writing
 
 
 def write_video(frames: Sequence[np.ndarray] | np.ndarray, path: str | os.PathLike, fps: float = 8.0) -> Path:
-    """Write uint8 RGB frames ``(T, H, W, 3)``: ``.gif`` with Pillow (looping), ``.mp4`` as H.264 with PyAV
-    (odd sizes padded to even), ``.avi`` as MPEG-4 Part 2. Returns the path."""
+    """Write uint8 RGB frames ``(T, H, W, 3)``: ``.gif`` with Pillow (looping), ``.mp4`` / ``.avi`` with
+    :class:`VideoWriter`. Returns the path."""
     path = Path(path)
     frames = [np.ascontiguousarray(f, dtype=np.uint8) for f in frames]
     if not frames:
         raise ValueError(f"{path}: no frames to write")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ext = path.suffix.lower()
-    if ext == ".gif":
+    if path.suffix.lower() not in (".gif", ".mp4", ".avi"):
+        raise ValueError(f"{path}: unsupported video extension {path.suffix.lower()!r}; use .gif, .mp4 or .avi")
+    if path.suffix.lower() == ".gif":
         from PIL import Image
 
+        path.parent.mkdir(parents=True, exist_ok=True)
         images = [Image.fromarray(f) for f in frames]
         images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
         return path
-    if ext not in (".mp4", ".avi"):
-        raise ValueError(f"{path}: unsupported video extension {ext!r}; use .gif, .mp4 or .avi")
-    import av
-
-    h, w = frames[0].shape[:2]
-    ph, pw = h + h % 2, w + w % 2  # yuv420p needs even sizes
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264" if ext == ".mp4" else "mpeg4", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = pw, ph, "yuv420p"
-        if ext == ".mp4":
-            stream.options = {"crf": "20", "preset": "veryfast"}
-        stream.codec_context.thread_count = 1
+    with VideoWriter(path, fps) as writer:
         for f in frames:
-            if (ph, pw) != (h, w):
-                f = np.pad(f, ((0, ph - h), (0, pw - w), (0, 0)), mode="edge")
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        out.mux(stream.encode())
+            writer.write(f)
     return path
+
+
+class VideoWriter:
+    """Frames appended one at a time to ``.mp4`` (H.264) or ``.avi`` (MPEG-4 Part 2), with PyAV; odd sizes are
+    padded to even (yuv420p). The file is created at the first frame, and ``close`` (or leaving the ``with``
+    block, also on an exception) flushes the encoder and writes the index, so it plays after any number of
+    frames; ``frames`` counts them."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        self.ext = self.path.suffix.lower()
+        if self.ext not in (".mp4", ".avi"):
+            raise ValueError(f"{self.path}: unsupported video extension {self.ext!r}; use .mp4 or .avi")
+        self.fps = fps
+        self.frames = 0
+        self._out: Any = None
+        self._stream: Any = None
+        self._size: tuple[int, int] = (0, 0)
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one uint8 ``(H, W, 3)`` RGB frame (every frame the size of the first)."""
+        import av
+
+        frame = np.ascontiguousarray(frame, dtype=np.uint8)
+        h, w = frame.shape[:2]
+        if self._out is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = av.open(str(self.path), "w")
+            rate = Fraction(self.fps).limit_denominator(1000)
+            self._stream = self._out.add_stream("libx264" if self.ext == ".mp4" else "mpeg4", rate=rate)
+            self._stream.width, self._stream.height, self._stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+            if self.ext == ".mp4":
+                self._stream.options = {"crf": "20", "preset": "veryfast"}
+            self._stream.codec_context.thread_count = 1
+            self._size = (h, w)
+        if (h, w) != self._size:
+            raise ValueError(f"{self.path}: frame {self.frames} is {w}x{h}, the video {self._size[1]}x{self._size[0]}")
+        if h % 2 or w % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        self._out.mux(self._stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        self.frames += 1
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (idempotent)."""
+        if self._out is not None:
+            try:
+                self._out.mux(self._stream.encode())
+            finally:
+                self._out.close()
+                self._out = None
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def default_font(px: int) -> Any:

@@ -72,6 +72,7 @@ from vidattn.engine.evaluate import autocast_context, evaluate
 from vidattn.engine.optim import LRSchedule, build_optimizer, build_schedule, lr_at, set_lr
 from vidattn.engine.run_log import MetricsLog, TBWriter, plot_curves, write_run_json
 from vidattn.inference import Predictor, to_channels_last
+from vidattn.models.fast import optimize
 from vidattn.runtime import apply_requested_cpu_settings
 
 __all__ = [
@@ -337,8 +338,10 @@ def setup(cfg: Config, info: DistInfo, resume_dir: Path | None) -> tuple[TrainRu
 
 
 def _build_model(cfg: Config, info: DistInfo) -> nn.Module:
-    """The recipe's model on this process's device (partial BN, channels-last as configured)."""
+    """The recipe's model on this process's device (partial BN, channels-last, fast modules as configured)."""
     model = builders.build_model(cfg)
+    if cfg.train.fast:
+        optimize(model)  # in place; the state dict (names, tensors) is the reference model's
     if cfg.train.partial_bn:
         logger.info("partial BN: %d BatchNorm layers frozen", apply_partial_bn(model))
     if cfg.train.channels_last:

@@ -35,8 +35,11 @@ class C3DAttention(VideoModel):
     def __init__(self, num_classes: int | Sequence[int] = 101, num_segments: int = 16, attention: bool = True,
                  channels: int = 64, kernel_size: int = 3, gate: str = "conv",
                  pool_output: Sequence[int] = (4, 14, 14), hidden: Sequence[int] = (512,),
-                 dropout: float = 0.25) -> None:
+                 dropout: float = 0.25, causal: bool = False) -> None:
         super().__init__()
+        if causal:
+            raise ValueError("causal=True: the UCF-101 paper's C3D (c3d, c3d_attention) convolves over time with "
+                             "centred 3D kernels and has no causal variant")
         if gate not in ("conv", "self"):
             raise ValueError(f"gate must be 'conv' or 'self', not {gate!r}")
         self.num_segments = num_segments

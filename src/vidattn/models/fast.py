@@ -114,6 +114,10 @@ class FastTemporalShift(TemporalShift):
         fold = x.shape[1] // self.fold_div
         src = as_clips(x, self.num_segments)
         out = torch.empty_like(src)  # same strides as `src`, so the final view keeps x's memory format
+        if self.causal:  # the online shift: one fold from frame t-1 (`with_past`: zeros, or the stream's cache)
+            out[:, :, :fold] = self.with_past(src[:, :, :fold], 1, dim=1)[:, :-1]
+            out[:, :, fold:] = src[:, :, fold:]
+            return out.view(x.shape)
         out[:, :-1, :fold] = src[:, 1:, :fold]  # frame t sees t+1
         out[:, -1, :fold] = 0
         out[:, 1:, fold : 2 * fold] = src[:, :-1, fold : 2 * fold]  # frame t sees t-1
@@ -184,7 +188,8 @@ def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
 
     The depthwise case (the default of eq. 4) runs as k shifted multiply-adds on the (N, T, C) sequence
     itself: the same sums as `conv`, without the transposes and the per-call overhead of a convolution
-    primitive on a map of a few thousand numbers (16 such convs per W3 network, two per block).
+    primitive on a map of a few thousand numbers (16 such convs per W3 network, two per block). Any other
+    conv, e.g. a causal one (`vidattn.models.causal`, which pads the past side itself), is called as a module.
     """
     c, (k,) = v.shape[-1], conv.kernel_size
     if not is_plain_conv(conv) or conv.groups != c or conv.out_channels != c or conv.stride != (1,) \
@@ -278,8 +283,8 @@ def as_frames(clip: Tensor) -> Tensor:
 
 def is_plain_conv(conv: nn.Module) -> bool:
     """A stock Conv1d/2d/3d with zero numeric padding and no hooks: its forward is exactly `F.convNd` of its
-    parameters, so the helpers here may compute it their own way (subclasses, hooked or string-padded convs
-    are called as modules)."""
+    parameters, so the helpers here may compute it their own way (subclasses such as the causal convs of
+    `vidattn.models.causal`, hooked or string-padded convs are called as modules)."""
     return (type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d) and not conv._forward_hooks
             and not conv._forward_pre_hooks and conv.padding_mode == "zeros" and not isinstance(conv.padding, str))
 

@@ -10,6 +10,7 @@ Both take a clip batch `(B, 3, T, H, W)` and return logits, or a `VideoOutput` w
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -90,14 +91,35 @@ class VideoRecognizer(VideoModel):
         return VideoOutput(logits=(), features=features, attention=stages.maps)
 
     def forward_head(self, features: Tensor) -> Logits:
-        """Pool, classify, and average over frames (2D) — the TSN consensus."""
+        """Pool and classify; a 2D recognizer's frame logits averaged over frames (the TSN consensus)."""
         if self.per_frame:
-            logits = self.head(features.mean(dim=(2, 3)))
-            t = self.num_segments
-            if isinstance(logits, tuple):
-                return tuple(z.view(-1, t, z.shape[-1]).mean(dim=1) for z in logits)
-            return logits.view(-1, t, logits.shape[-1]).mean(dim=1)
+            logits = self.frame_logits(features)
+            return tuple(z.mean(dim=1) for z in logits) if isinstance(logits, tuple) else logits.mean(dim=1)
         return self.head(features.mean(dim=(2, 3, 4)))
+
+    def frame_logits(self, features: Tensor) -> Logits:
+        """A 2D recognizer's per-frame logits (B, T, K) (one per head) before the consensus, from its
+        (B*T, C, h, w) features: each frame pooled and classified on its own."""
+        if not self.per_frame:
+            raise ValueError("frame_logits: a 3D recognizer pools over time; it has no per-frame logits")
+        logits = self.head(features.mean(dim=(2, 3)))
+        t = self.num_segments
+        if isinstance(logits, tuple):
+            return tuple(z.view(-1, t, z.shape[-1]) for z in logits)
+        return logits.view(-1, t, logits.shape[-1])
+
+    def with_num_segments(self, num_segments: int) -> VideoRecognizer:
+        """A twin of this model for clips of `num_segments` frames: every parameter and buffer is shared (the
+        same tensors, nothing copied), every temporal module is told the new clip length. A causal model's
+        frame t computes the same in both (the online runner's 1-frame twin, `vidattn.online`)."""
+        shared = {id(t): t for t in (*self.parameters(), *self.buffers())}
+        twin = copy.deepcopy(self, memo=shared)
+        for module in twin.modules():
+            if getattr(module, "num_segments", None) is not None:
+                module.num_segments = num_segments
+        if isinstance(getattr(twin, "vidattn_config", None), dict):
+            twin.vidattn_config["num_segments"] = num_segments
+        return twin
 
     def reset_classifier(self, num_classes: int | Sequence[int], dropout: float | None = None) -> None:
         """Replace the classifier (fine-tuning on a new label space)."""

@@ -17,6 +17,8 @@ class TemporalAggregation(nn.Module):
     """TAM with `blending_frames=3`. Weights start as the identity (w_curr=1, others 0) so an ImageNet
     backbone starts unchanged; `identity_init=False` uses PyTorch's default depthwise-conv init instead."""
 
+    causal = False  # blends frame t+1 into frame t
+
     def __init__(self, channels: int, num_segments: int, identity_init: bool = True) -> None:
         super().__init__()
         self.num_segments = num_segments

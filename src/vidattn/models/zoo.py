@@ -49,10 +49,10 @@ def _attention_factory(attention: str | None, options: Mapping[str, Any] | None
     return lambda channels, segments: cls(channels, segments, **dict(options or {}))
 
 
-def _temporal_factory(temporal: str | None, shift_div: int, tam_identity_init: bool
+def _temporal_factory(temporal: str | None, shift_div: int, tam_identity_init: bool, causal: bool
                       ) -> Callable[[int, int | None], nn.Module] | None:
     if temporal == "shift":
-        return lambda channels, segments: TemporalShift(channels, segments, fold_div=shift_div)
+        return lambda channels, segments: TemporalShift(channels, segments, fold_div=shift_div, causal=causal)
     if temporal == "tam":
         return lambda channels, segments: TemporalAggregation(channels, segments, identity_init=tam_identity_init)
     if temporal is None:
@@ -84,6 +84,7 @@ def build_recognizer2d(
     attention_options: Mapping[str, Any] | None = None,
     base_width: int = 64,
     stem: str = "imagenet",
+    causal: bool = False,
 ) -> VideoRecognizer:
     """A 2D-backbone recognizer (TSN/TSM/TAM, + W3/CBAM/non-local).
 
@@ -91,9 +92,19 @@ def build_recognizer2d(
     "block") or "tam". `temporal_every` defaults to 2 for ResNet-101 (as TSM), 1 otherwise. `afr` defaults
     to True with W3 attention (the paper's full model) and must be False without attention. `base_width`
     below 64 builds a narrower ResNet for quick CPU runs, `stem="small"` a CIFAR-style stem for 32-64 px
-    inputs (no ImageNet weights then).
+    inputs (no ImageNet weights then). `causal=True` builds the online variant (docs/models.md): the shift
+    takes one fold from the past frame only (TSM's online mode), W3's temporal convs are padded on the past
+    side only; CBAM and AFR work per frame and are unchanged; TAM and non-local blocks have no causal variant.
     """
-    temporal_layer = _temporal_factory(temporal, shift_div, tam_identity_init)
+    if causal and temporal == "tam":
+        raise ValueError("causal=True: TAM (tam_*) blends the next frame into each frame and has no causal variant; "
+                         "use tsm_* or tsn_*")
+    if causal and non_local:
+        raise ValueError("causal=True: the non-local blocks of tsm_nl_* attend to every frame of the clip and have no "
+                         "causal variant")
+    if causal and attention == "w3":
+        attention_options = {**(attention_options or {}), "causal": True}
+    temporal_layer = _temporal_factory(temporal, shift_div, tam_identity_init, causal)
     backbone = ResNet2d(
         depth,
         num_segments=num_segments,
@@ -124,8 +135,12 @@ def build_recognizer3d(
     inflation: Sequence[Sequence[int]] | None = None,
     attention_options: Mapping[str, Any] | None = None,
     base_width: int = 64,
+    causal: bool = False,
 ) -> VideoRecognizer:
     """An I3D ResNet recognizer (+ W3 / non-local); `num_segments` is the clip length it expects."""
+    if causal:
+        raise ValueError("causal=True: I3D (i3d_*) convolves over time with centred 3D kernels and has no causal "
+                         "variant; use a 2D recognizer (tsm_*, tsm_w3_*, tsm_cbam_*, tsn_*)")
     if attention == "cbam":
         raise ValueError("CBAM is an image attention module; use it with 2D backbones (tsm_cbam_*)")
     backbone = ResNet3d(

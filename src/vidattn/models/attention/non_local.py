@@ -16,6 +16,8 @@ from torch import Tensor, nn
 class NonLocalBlock(nn.Module):
     """Non-local block on `(N*T, C, H, W)` with `num_segments`, or on `(N, C, T, H, W)`."""
 
+    causal = False  # every position attends to every frame of the clip
+
     def __init__(self, channels: int, num_segments: int | None = None, inner_channels: int | None = None,
                  subsample: bool = True, mode: str = "embedded_gaussian") -> None:
         super().__init__()

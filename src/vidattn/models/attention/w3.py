@@ -20,12 +20,17 @@ initialisation. Two sigmoid masks that start near 0.5 scale every attended resid
 stall training from scratch and fine-tuning alike (docs/models.md, measured); by default the last layer
 before each sigmoid starts with bias `mask_init_bias` = 3, so both masks open near sigmoid(3) = 0.95 and a
 fresh W3 branch is ~0.9 x the plain one. `mask_init_bias=None` keeps PyTorch's default (paper-literal).
+`causal=True` pads the temporal convolutions of eqs. 4 and 6 on the past side only (k-1 zeros before the
+first frame, none after; `vidattn.models.causal`), so a frame's masks depend on frames up to it only; the
+parameters and their names are the same as the centred model's.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from vidattn.models.causal import CausalConv1d, CausalConv3d
 
 
 class W3Attention(nn.Module):
@@ -41,6 +46,7 @@ class W3Attention(nn.Module):
         temporal: False removes both temporal nets, leaving frame-level attention (Table 5 "w/o TA").
         mask_init_bias: initial bias of the last layer before each mask's sigmoid (masks start near
             sigmoid(bias)); None keeps PyTorch's default initialisation.
+        causal: the temporal convolutions of eqs. 4 and 6 see the past only (padded on the past side).
     """
 
     def __init__(
@@ -56,6 +62,7 @@ class W3Attention(nn.Module):
         spatial: bool = True,
         temporal: bool = True,
         mask_init_bias: float | None = 3.0,
+        causal: bool = False,
     ) -> None:
         super().__init__()
         if channel_temporal_groups not in ("depthwise", "full"):
@@ -63,19 +70,22 @@ class W3Attention(nn.Module):
         self.num_segments = num_segments
         self.spatial = spatial
         self.temporal = temporal
+        self.causal = causal or not temporal  # frame-level W3 sees its own frame only
         hidden = max(channels // reduction, min_hidden)
         # theta_c-frm: the shared MLP of eq. 3 (1x1 "convs" as linear layers on pooled descriptors).
         self.channel_mlp = nn.Sequential(
             nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
         )
-        pad = temporal_kernel // 2
+        # centred temporal padding, or none: a causal conv pads the past side itself
+        pad = 0 if causal else temporal_kernel // 2
+        conv1d, conv3d = (CausalConv1d, CausalConv3d) if causal else (nn.Conv1d, nn.Conv3d)
         if temporal:
             groups = channels if channel_temporal_groups == "depthwise" else 1
             # theta_c-vid of eq. 4: two 1D temporal convolutions over each channel's sequence.
             self.channel_temporal = nn.Sequential(
-                nn.Conv1d(channels, channels, temporal_kernel, padding=pad, groups=groups),
+                conv1d(channels, channels, temporal_kernel, padding=pad, groups=groups),
                 nn.ReLU(inplace=True),
-                nn.Conv1d(channels, channels, temporal_kernel, padding=pad, groups=groups),
+                conv1d(channels, channels, temporal_kernel, padding=pad, groups=groups),
             )
         if spatial:
             # theta_s-frm of eq. 5: one 7x7 conv on the stacked [avg, max] channel-pooled maps.
@@ -84,9 +94,9 @@ class W3Attention(nn.Module):
                 # theta_s-vid of eq. 6: two 3x3x3 convs over the T stacked frame maps.
                 k = temporal_kernel
                 self.spatial_temporal = nn.Sequential(
-                    nn.Conv3d(1, spatial_temporal_hidden, (k, 3, 3), padding=(pad, 1, 1)),
+                    conv3d(1, spatial_temporal_hidden, (k, 3, 3), padding=(pad, 1, 1)),
                     nn.ReLU(inplace=True),
-                    nn.Conv3d(spatial_temporal_hidden, 1, (k, 3, 3), padding=(pad, 1, 1)),
+                    conv3d(spatial_temporal_hidden, 1, (k, 3, 3), padding=(pad, 1, 1)),
                 )
         if mask_init_bias is not None:
             self.open_masks(mask_init_bias)
