@@ -10,8 +10,9 @@ How each format is made (docs/deploy.md):
   (`inference.fold_batchnorm`, exact in eval mode);
 - "exported-program" and "onnx": `torch.export.export` (a dynamic batch dimension on request), saved with
   `torch.export.save`, or translated by PyTorch's torch.export-based ONNX exporter (`onnxscript`). ONNX has no
-  adaptive average pooling of any output size (AFR's eq. 7 pools masks to the last stage's size), so it is
-  first rewritten as two 2D adaptive poolings, which PyTorch decomposes into plain pooling/gathers;
+  adaptive average pooling of any output size (AFR's eq. 7 pools masks to the last stage's size), so for ONNX
+  the model is traced with it as two 2D adaptive poolings, which PyTorch decomposes into plain pooling/gathers
+  (one trace: a decomposition pass of its own cost 20-45% of a W3 model's export);
 - "torchscript": `torch.jit.trace`.
 What is exported is the reference model (`models.fast.reference` undoes the Predictor's fast layer on the
 copy), traced with autograd on: no fast-layer shortcut (oneDNN's fused conv+activation, buffers overwritten
@@ -38,6 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.overrides import TorchFunctionMode
 
 from vidattn.data.clips import InputSpec
 from vidattn.inference import ClassNames, default_spec, fold_batchnorm, resolve_class_names, resolve_model_input
@@ -259,10 +261,8 @@ def _export_onnx(model: nn.Module, example: Tensor, out: Path, dynamic_batch: bo
     """ONNX through `torch.export` (PyTorch's default exporter since 2.9); returns the opset written."""
     import onnx
 
-    program = _torch_export(model, example, dynamic_batch)
-    aten = torch.ops.aten
-    program = program.run_decompositions({op: adaptive_avg_pool3d for op in (
-        aten.adaptive_avg_pool3d.default, aten._adaptive_avg_pool3d.default)})
+    with _SeparablePooling():  # one trace: no second decomposition pass for the pooling alone
+        program = _torch_export(model, example, dynamic_batch)
     outputs = ["logits"] if heads == 1 else [f"logits_{i}" for i in range(heads)]
     # the exporter logs one warning per torchvision op it cannot register when torchvision is absent
     registration = logging.getLogger("torch.onnx._internal.exporter._registration")
@@ -284,11 +284,23 @@ _EXPORTERS: dict[str, Callable[..., int | None]] = {
 }
 
 
-def adaptive_avg_pool3d(x: Tensor, output_size: Sequence[int]) -> Tensor:
+class _SeparablePooling(TorchFunctionMode):
+    """While active, `F.adaptive_avg_pool3d` (also through `nn.AdaptiveAvgPool3d`) runs as
+    `adaptive_avg_pool3d` below, so `torch.export` traces the two 2D poolings in its one trace."""
+
+    def __torch_function__(self, func: Callable[..., Any], types: Sequence[type], args: Sequence[Any] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        if func is F.adaptive_avg_pool3d:
+            return adaptive_avg_pool3d(*args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
+
+def adaptive_avg_pool3d(x: Tensor, output_size: int | Sequence[int | None]) -> Tensor:
     """`F.adaptive_avg_pool3d` as two 2D adaptive poolings, over (H, W) then over T: each output bin is the
     mean over a product of a time bin and a space bin, so pooling is separable (the same averages)."""
     t, h, w = x.shape[-3:]
-    t_out, h_out, w_out = output_size
+    sizes = (output_size,) * 3 if isinstance(output_size, int) else output_size
+    t_out, h_out, w_out = (n if o is None else o for o, n in zip(sizes, (t, h, w)))  # None: the input's size
     lead = x.shape[:-3]
     y = F.adaptive_avg_pool2d(x.reshape(-1, h, w), (h_out, w_out))  # (lead * T, h_out, w_out)
     y = F.adaptive_avg_pool2d(y.reshape(-1, t, h_out * w_out), (t_out, h_out * w_out))

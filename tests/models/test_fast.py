@@ -14,12 +14,14 @@ from vidattn.models.fast import (
     FastBottleneck,
     FastC3D,
     FastCBAM,
+    FastTemporalShift,
     FastW3,
     conv3d_on_frames,
     optimize,
     reference,
 )
 from vidattn.models.resnet import BasicBlock, Bottleneck
+from vidattn.models.temporal_shift import TemporalShift
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 GRAD_TOL = {"rtol": 1e-4, "atol": 1e-5}
@@ -93,6 +95,22 @@ def test_fast_cbam_equals_reference_cbam():
     a = x.clone().requires_grad_()  # with autograd on, overwrite never touches the input
     fast.forward_with_maps(a, residual=residual, overwrite=True)
     torch.testing.assert_close(a.detach(), x)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_fast_temporal_shift_equals_reference_and_keeps_the_layout(layout, causal):
+    ref = TemporalShift(16, num_segments=4, causal=causal)
+    fast = fast_copy(ref)
+    assert type(fast) is FastTemporalShift
+    x = torch.randn(8, 16, 5, 3).contiguous(memory_format=layout)
+    with torch.no_grad():
+        out = fast(x)
+    assert torch.equal(out, ref(x)) and out.is_contiguous(memory_format=layout)
+    xr, xf = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_r, out_f = ref(xr), fast(xf)
+    assert torch.equal(out_f, out_r)
+    assert_same_grads(grads(fast, [xf], out_f), grads(ref, [xr], out_r))
 
 
 @pytest.mark.parametrize("attn", [None, "w3", "cbam"])

@@ -45,13 +45,11 @@ def test_causal_shift_takes_one_fold_from_the_past_frame(channels, fold_div, t):
             expected[clip * t + f, :fold] = x[clip * t + f - 1, :fold] if f > 0 else 0
     y = TemporalShift(channels, t, fold_div, causal=True)(x)
     torch.testing.assert_close(y, expected, rtol=0, atol=0)
-    assert y.is_contiguous(memory_format=torch.channels_last)
 
 
-def test_temporal_shift_keeps_channels_last_and_gradients():
+def test_temporal_shift_gradients():
     x = torch.randn(8, 16, 5, 5).to(memory_format=torch.channels_last).requires_grad_()
     y = TemporalShift(16, num_segments=4, fold_div=8)(x)
-    assert y.is_contiguous(memory_format=torch.channels_last)
     y.sum().backward()
     # each channel of the shifted folds loses exactly one frame per clip (the zero-padded end)
     per_channel = x.grad.sum(dim=(0, 2, 3))

@@ -18,31 +18,32 @@ from torch import Tensor, nn
 from vidattn.models.causal import PastFrames
 
 
-def _clips(x: Tensor, num_segments: int) -> Tensor:
-    """A `(N*T, C, H, W)` map viewed as `(N, T, C, H, W)` (no copy; the memory format kept)."""
+def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
+    """Shift 1/fold_div of the channels one frame back and 1/fold_div one frame forward in time.
+
+    The channels of each frame split into three groups: the first `fold` take the next frame's values, the
+    next `fold` the previous frame's, the rest stay; a zero frame fills the missing neighbour at each clip
+    end. Views and concatenations only, no writes into a tensor: exporters trace it as a few Slice/Concat
+    ops and its backward is a slice of the gradient. The output is contiguous; the Predictor's
+    `models.fast.FastTemporalShift` keeps `x`'s memory format.
+    """
+    c = x.shape[1]
+    fold = c // fold_div
+    clips = as_clips(x, num_segments)
+    ahead, behind, kept = clips.split((fold, fold, c - 2 * fold), dim=2)
+    zero = ahead.new_zeros((clips.shape[0], 1, *ahead.shape[2:]))  # one frame of one group
+    ahead = torch.cat((ahead[:, 1:], zero), dim=1)  # frame t sees t+1 ("shift left")
+    behind = torch.cat((zero, behind[:, :-1]), dim=1)  # frame t sees t-1 ("shift right")
+    return torch.cat((ahead, behind, kept), dim=2).view(x.shape)
+
+
+def as_clips(x: Tensor, num_segments: int) -> Tensor:
+    """Frames `(N*T, C, H, W)` viewed as clips `(N, T, C, H, W)` (no copy); a batch of incomplete clips is
+    an error."""
     nt = x.shape[0]
     if nt % num_segments:
         raise ValueError(f"temporal_shift: batch {nt} is not a multiple of num_segments={num_segments}")
     return x.view(nt // num_segments, num_segments, *x.shape[1:])
-
-
-def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
-    """Shift 1/fold_div of the channels one frame back and 1/fold_div one frame forward in time.
-
-    Writes each output element exactly once (no zero-filled full tensor), keeps `x`'s memory format.
-    The writes go to the output tensor itself, not through a view of it: tracers that do not follow
-    aliases (the TorchScript-based ONNX exporter) then record them; written through `out.view_as(...)`,
-    that exporter exported the shift as a constant of zeros (`empty_like` folded, the writes lost).
-    """
-    fold = x.shape[1] // fold_div
-    src = _clips(x, num_segments)
-    out = torch.empty_like(src)  # same strides as `src`, so the final view keeps x's memory format
-    out[:, :-1, :fold] = src[:, 1:, :fold]  # frame t sees t+1 ("shift left")
-    out[:, -1, :fold] = 0
-    out[:, 1:, fold : 2 * fold] = src[:, :-1, fold : 2 * fold]  # frame t sees t-1 ("shift right")
-    out[:, 0, fold : 2 * fold] = 0
-    out[:, :, 2 * fold :] = src[:, :, 2 * fold :]
-    return out.view(x.shape)
 
 
 class TemporalShift(PastFrames, nn.Module):
@@ -58,13 +59,13 @@ class TemporalShift(PastFrames, nn.Module):
         return self.shift_from_past(x) if self.causal else temporal_shift(x, self.num_segments, self.fold_div)
 
     def shift_from_past(self, x: Tensor) -> Tensor:
-        """The causal shift: channels `[0, fold)` of frame t are frame t-1's, the rest frame t's."""
-        src = _clips(x, self.num_segments)
-        t, fold = src.shape[1], x.shape[1] // self.fold_div
-        out = torch.empty_like(src)
-        out[:, :, :fold] = self.with_past(src[:, :, :fold], 1, dim=1)[:, :t]  # frame t sees t-1
-        out[:, :, fold:] = src[:, :, fold:]
-        return out.view(x.shape)
+        """The causal shift: channels `[0, fold)` of frame t are frame t-1's, the rest frame t's (a
+        concatenation, as `temporal_shift`)."""
+        clips = as_clips(x, self.num_segments)
+        fold = x.shape[1] // self.fold_div
+        shifted, kept = clips.split((fold, x.shape[1] - fold), dim=2)
+        shifted = self.with_past(shifted, 1, dim=1)[:, :-1]  # frame t sees t-1
+        return torch.cat((shifted, kept), dim=2).view(x.shape)
 
     def extra_repr(self) -> str:
         return f"num_segments={self.num_segments}, fold_div={self.fold_div}" + (", causal=True" if self.causal else "")
