@@ -15,7 +15,16 @@ import torch
 from torch import nn
 
 from vidattn.data.clips import InputSpec
-from vidattn.export import FORMATS, ExportError, adaptive_avg_pool3d, export_model, load_exported, require_onnx
+from vidattn.export import (
+    FORMATS,
+    TORCH_FOR_ONNX,
+    ExportError,
+    adaptive_avg_pool3d,
+    export_model,
+    load_exported,
+    require_onnx,
+    require_torch_for_onnx,
+)
 from vidattn.models import create_model, save_weights
 from vidattn.models.temporal_shift import TemporalShift
 
@@ -40,8 +49,15 @@ MODELS = {
 FAST = {("tsm_w3_r18", "torchscript")}
 
 
+# on torch older than TORCH_FOR_ONNX (the floor of the rest, 2.4, is tested with these skipped) `vidattn export
+# --format onnx` refuses in one line (test_onnx_needs_a_recent_torch_and_says_so)
+NEEDS_ONNX_TORCH = pytest.mark.skipif(torch.__version__ < TORCH_FOR_ONNX,
+                                      reason=f"ONNX export needs torch >= {TORCH_FOR_ONNX}")
+
+
 def _marks(name, fmt):
-    return () if (name, fmt) in FAST else (pytest.mark.slow,)
+    marks = () if (name, fmt) in FAST else (pytest.mark.slow,)
+    return (*marks, NEEDS_ONNX_TORCH) if fmt == "onnx" else marks
 
 
 CASES = [pytest.param(name, fmt, marks=_marks(name, fmt)) for name in MODELS for fmt in FORMATS]
@@ -107,6 +123,7 @@ def test_exported_file_gives_pytorchs_logits(name, fmt, exported):
 
 
 @pytest.mark.slow
+@NEEDS_ONNX_TORCH
 def test_onnx_file_and_sidecar_describe_the_input(exported):
     _, spec, result = exported("tsm_w3_r18", "onnx")
     graph = onnx.load(str(result.path)).graph
@@ -197,6 +214,19 @@ def test_missing_onnxruntime_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` sees when not installed
     with pytest.raises(ExportError, match=r"^ONNX export needs onnxruntime: pip install 'vidattn\[onnx\]'"):
         require_onnx()
+
+
+def test_onnx_needs_a_recent_torch_and_says_so(tmp_path):
+    for version in (TORCH_FOR_ONNX, "2.6.0+cu124", "2.13.0", "2.10.0"):
+        require_torch_for_onnx(version)
+    with pytest.raises(ExportError, match=r"^ONNX export needs torch >= 2.6 \(.*\), this is torch 2.4.1\+cu121; the "
+                                          r"exported-program and torchscript formats work with it$"):
+        require_torch_for_onnx("2.4.1+cu121")
+    if torch.__version__ < TORCH_FOR_ONNX:  # the torch of this run: `export_model` refuses before it traces
+        model, spec = build("tsn_r18")
+        with pytest.raises(ExportError, match="ONNX export needs torch"):
+            export_model(model, tmp_path / "m.onnx", "onnx", spec=spec)
+        assert not (tmp_path / "m.onnx").exists()
 
 
 class SignBranch(nn.Module):

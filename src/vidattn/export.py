@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
+from torch.torch_version import TorchVersion
 
 from vidattn.data.clips import InputSpec
 from vidattn.inference import ClassNames, default_spec, fold_batchnorm, resolve_class_names, resolve_model_input
@@ -56,6 +57,10 @@ _SAMPLING = {
     "dense": "the centre window of T frames `stride` apart (looping when the video is shorter)",
     "consecutive": "the centre window of T consecutive frames",
 }
+
+
+TORCH_FOR_ONNX = "2.6"  # the oldest torch whose ONNX export passes tests/test_export.py (2.4.1 does not)
+MAX_DYNAMIC_BATCH = 2**20  # clips per call of a dynamic-batch ExportedProgram (ONNX files keep no bound)
 
 
 class ExportError(RuntimeError):
@@ -110,6 +115,7 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str = "onnx", *,
     if batch < 1:
         raise ValueError(f"batch must be >= 1, not {batch}")
     if fmt == "onnx":
+        require_torch_for_onnx()
         require_onnx()
     elif opset is not None:
         raise ValueError(f"--opset applies to ONNX only, not to {fmt}")
@@ -146,6 +152,14 @@ def export_model(model: nn.Module, out: str | os.PathLike, fmt: str = "onnx", *,
     _write_sidecar(result, model, spec, names, tolerance, tuple(check.shape), opset_used)
     logger.info("exported %s to %s, max |logit difference| %.2e (%s)", _model_name(model), out, abs_diff, runtime)
     return result
+
+
+def require_torch_for_onnx(version: str = str(torch.__version__)) -> None:
+    """Raise a one-line `ExportError` when torch `version` predates the torch.export-based ONNX exporter this
+    module drives (`torch.onnx.export(ExportedProgram, dynamo=True, external_data=...)`: torch >= 2.6)."""
+    if TorchVersion(version) < TORCH_FOR_ONNX:
+        raise ExportError(f"ONNX export needs torch >= {TORCH_FOR_ONNX} (its torch.export-based exporter), this is "
+                          f"torch {version}; the exported-program and torchscript formats work with it")
 
 
 def require_onnx(packages: Sequence[str] = _ONNX_PACKAGES) -> None:
@@ -239,7 +253,8 @@ def _root_cause(e: BaseException) -> str:
 
 
 def _torch_export(model: nn.Module, example: Tensor, dynamic_batch: bool) -> torch.export.ExportedProgram:
-    dynamic = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    # bounded: without a maximum, torch < 2.9 fails on guards such as "batch != 2**63 - 1" from the clip reshapes
+    dynamic = ({0: torch.export.Dim("batch", max=MAX_DYNAMIC_BATCH)},) if dynamic_batch else None
     with torch.enable_grad():  # the autograd path (module docstring)
         return torch.export.export(model, (example,), dynamic_shapes=dynamic)
 

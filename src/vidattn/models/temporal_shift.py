@@ -30,7 +30,8 @@ def temporal_shift(x: Tensor, num_segments: int, fold_div: int = 8) -> Tensor:
     c = x.shape[1]
     fold = c // fold_div
     clips = as_clips(x, num_segments)
-    ahead, behind, kept = clips.split((fold, fold, c - 2 * fold), dim=2)
+    # torch.split, not Tensor.split: torch 2.6's ONNX exporter cannot name the method (`torch._tensor.split`)
+    ahead, behind, kept = torch.split(clips, (fold, fold, c - 2 * fold), dim=2)
     zero = ahead.new_zeros((clips.shape[0], 1, *ahead.shape[2:]))  # one frame of one group
     ahead = torch.cat((ahead[:, 1:], zero), dim=1)  # frame t sees t+1 ("shift left")
     behind = torch.cat((zero, behind[:, :-1]), dim=1)  # frame t sees t-1 ("shift right")
@@ -63,7 +64,7 @@ class TemporalShift(PastFrames, nn.Module):
         concatenation, as `temporal_shift`)."""
         clips = as_clips(x, self.num_segments)
         fold = x.shape[1] // self.fold_div
-        shifted, kept = clips.split((fold, x.shape[1] - fold), dim=2)
+        shifted, kept = torch.split(clips, (fold, x.shape[1] - fold), dim=2)
         shifted = self.with_past(shifted, 1, dim=1)[:, :-1]  # frame t sees t-1
         return torch.cat((shifted, kept), dim=2).view(x.shape)
 
