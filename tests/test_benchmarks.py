@@ -1,9 +1,12 @@
 """The benchmark scripts run end to end on tiny settings and write the JSON the docs quote (not a timing test)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,3 +85,18 @@ def test_official_tsm_benchmark_names_a_missing_peer_in_one_line(tmp_path):
         done = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True, timeout=120)
         assert done.returncode == 1
         assert done.stderr.strip().splitlines() == [done.stderr.strip()] and expected in done.stderr
+
+
+@pytest.mark.slow
+def test_w3_fused_passes_benchmark_checks_its_kernels_against_fastw3(tmp_path):
+    """The candidate kernels compile, equal FastW3's eager passes, and the table and JSON come out."""
+    out = tmp_path / "w3.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/w3_fused_passes.py"), "--threads", "1",
+                           "--repeats", "1", "--warmup", "0", "--frames", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")})
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(out.read_text())
+    assert result["meta"]["max_abs_difference"] < 1e-5
+    assert {r["name"] for r in result["rows"]} >= {"eager passes (FastW3) + copy", "fused C++ passes + copy"}
+    assert all(r["ms"] > 0 for r in result["rows"])
