@@ -49,6 +49,12 @@ def cpu_model_name() -> str:
                 "unknown")
 
 
+def run_meta(**settings: object) -> dict[str, object]:
+    """The JSON header of a run: UTC date, `lscpu` model name, torch version, then `settings`."""
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpu": cpu_model_name(), "torch": torch.__version__, **settings}
+
+
 def reference_forward(model: nn.Module, x: Tensor, channels_last: bool = True) -> Callable[[], Tensor]:
     """The Predictor's preparation of `model` without the fast layer."""
     model = model.eval()
@@ -169,9 +175,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("fast.json"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu_model_name(), "torch": torch.__version__, "threads": args.threads, "size": args.size,
-            "repeats": args.repeats, "cpu_allocator_tuned": tune_cpu_allocator()}
+    meta = run_meta(threads=args.threads, size=args.size, repeats=args.repeats,
+                    cpu_allocator_tuned=tune_cpu_allocator())
     print(json.dumps(meta))
     secs = bench_models(args.size, args.repeats, args.warmup)
     secs.update(bench_w3_modules(args.repeats, args.warmup))

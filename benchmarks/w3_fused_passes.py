@@ -21,7 +21,6 @@ loops' outputs differ from the eager ones by more than 1e-5.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import sys
@@ -30,8 +29,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from fast import R50_STAGES, cpu_model_name  # benchmarks/fast.py, beside this script
+from fast import R50_STAGES, run_meta  # benchmarks/fast.py, beside this script
 from models import interleaved, paired_ratio  # benchmarks/models.py
+from vidattn.models.fast import apply_mask, channel_pooled, frame_descriptors
 from vidattn.runtime import tune_cpu_allocator
 
 KERNELS = r"""
@@ -100,11 +100,12 @@ torch::Tensor gate_add_(torch::Tensor x, torch::Tensor cmask, torch::Tensor smas
 
 
 def eager_passes(x: Tensor, m_c: Tensor, m_s: Tensor, identity: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """FastW3's passes (overwrite mode): eq. 3 descriptors, eq. 2 multiply, eq. 5 poolings, gate + add."""
-    d = torch.cat((x.mean(dim=(2, 3)), x.amax(dim=(2, 3))))
-    f_c = x.mul_(m_c[:, :, None, None])
-    pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)
-    return torch.addcmul(identity, f_c, m_s, out=f_c), d, pooled
+    """FastW3's passes through its own helpers (overwrite mode, as in a fused residual block): eq. 3
+    descriptors, eq. 2 multiply, eq. 5 poolings, gate + residual add."""
+    d = frame_descriptors(x, (2, 3))
+    f_c = apply_mask(x, m_c[:, :, None, None], overwrite=True)
+    pooled = channel_pooled(f_c)
+    return apply_mask(f_c, m_s, identity, overwrite=True), d, pooled
 
 
 def main() -> None:
@@ -138,10 +139,11 @@ def main() -> None:
     spatial_masks = [torch.rand(args.frames, 1, *m.shape[2:]).contiguous(memory_format=cl) for m in maps]
     inputs = list(zip(maps, channel_masks, spatial_masks, identities))
     worst = 0.0
-    for x, m_c, m_s, identity in inputs:
-        want = eager_passes(x.clone(memory_format=cl), m_c, m_s, identity)
-        got = fused_passes(x.clone(memory_format=cl), m_c, m_s, identity)
-        worst = max(worst, *((a - b).abs().max().item() for a, b in zip(want, got)))
+    with torch.inference_mode():  # the paths timed below (the eager masks multiply in place only here)
+        for x, m_c, m_s, identity in inputs:
+            want = eager_passes(x.clone(memory_format=cl), m_c, m_s, identity)
+            got = fused_passes(x.clone(memory_format=cl), m_c, m_s, identity)
+            worst = max(worst, *((a - b).abs().max().item() for a, b in zip(want, got)))
     if worst > 1e-5:
         sys.exit(f"w3_fused_passes.py: the fused passes differ from FastW3's by {worst:.3g} (> 1e-5)")
 
@@ -158,9 +160,7 @@ def main() -> None:
                         "fused C++ passes + copy": over_maps(fused_passes),
                         "copy of each map": over_maps(lambda w, *_: w),
                         "sum() of each map + copy": over_maps(lambda w, *_: w.sum())}, args.repeats, args.warmup)
-    meta = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu": cpu_model_name(), "torch": torch.__version__, "threads": args.threads, "frames": args.frames,
-            "repeats": args.repeats, "max_abs_difference": worst}
+    meta = run_meta(threads=args.threads, frames=args.frames, repeats=args.repeats, max_abs_difference=worst)
     print(json.dumps(meta))
     rows = [{"name": k, "ms": 1e3 * statistics.median(v)} for k, v in secs.items()]
     copy = secs["copy of each map"]

@@ -158,8 +158,7 @@ class FastW3(W3Attention):
         layout = _Layout(x, num_segments)
         n, t = layout.n, layout.t
         # Eq. 3, one MLP call for both descriptors.
-        d = torch.cat((x.mean(dim=layout.spatial_dims), x.amax(dim=layout.spatial_dims)))
-        d = self.channel_mlp(layout.descriptors(d))  # (2N, T, C)
+        d = self.channel_mlp(layout.descriptors(frame_descriptors(x, layout.spatial_dims)))  # (2N, T, C)
         m_c = torch.sigmoid(d[:n] + d[n:])
         if self.temporal:  # Eq. 4.
             conv_a, relu, conv_b = self.channel_temporal
@@ -170,7 +169,7 @@ class FastW3(W3Attention):
             return apply_mask(x, channel_mask, residual, overwrite), maps
         f_c = apply_mask(x, channel_mask, overwrite=overwrite)
         # Eq. 5 on channels-last (N*T, 2, H, W) frames, the layout oneDNN's small 2D convs run fastest on.
-        pooled = torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)  # (N*T, H, W, 2) or (N, T, H, W, 2)
+        pooled = channel_pooled(f_c)  # (N*T, H, W, 2) or (N, T, H, W, 2)
         pooled = pooled.reshape(-1, *pooled.shape[-3:]).permute(0, 3, 1, 2)
         m_s = torch.sigmoid_(self.spatial_conv(pooled)).view(n, t, 1, *pooled.shape[2:])
         if self.temporal:  # Eq. 6 as 2D convs over stacked frames.
@@ -180,6 +179,16 @@ class FastW3(W3Attention):
         maps["spatial"] = m_s
         # f_c is this module's own tensor (or the caller's, with overwrite): the last multiply may reuse it
         return apply_mask(f_c, layout.spatial_mask(m_s).to(f_c.dtype), residual, overwrite=True), maps
+
+
+def frame_descriptors(x: Tensor, spatial_dims: tuple[int, ...]) -> Tensor:
+    """Eq. 3's avg- and max-pooled descriptors over `spatial_dims`, stacked along dim 0 (two reductions)."""
+    return torch.cat((x.mean(dim=spatial_dims), x.amax(dim=spatial_dims)))
+
+
+def channel_pooled(f_c: Tensor) -> Tensor:
+    """Eq. 5's channel-avg and channel-max maps of F^c (channels at dim 1), stacked on a last axis of 2."""
+    return torch.stack((f_c.mean(dim=1), f_c.amax(dim=1)), dim=-1)
 
 
 def _conv_over_time(v: Tensor, conv: nn.Conv1d) -> Tensor:
